@@ -1,0 +1,39 @@
+"""repadapter: RepAdapter (Luo et al., 2023) for pretrained vision models.
+
+Inject linear adapters, train them, save them as small files, then fold them into the
+backbone so the deployed model is the vanilla architecture at the original speed.
+"""
+
+__version__ = "0.1.0"
+
+from repadapter.adapter import GroupedLinear, RepAdapter
+from repadapter.config import RepAdapterConfig
+from repadapter.errors import RepAdapterError
+from repadapter.model import (
+    ParameterCount,
+    adapter_config,
+    count_parameters,
+    inject,
+    load_adapter,
+    merge,
+    perturb_adapters,
+    save_adapter,
+    unmerge,
+)
+
+__all__ = [
+    "GroupedLinear",
+    "ParameterCount",
+    "RepAdapter",
+    "RepAdapterConfig",
+    "RepAdapterError",
+    "__version__",
+    "adapter_config",
+    "count_parameters",
+    "inject",
+    "load_adapter",
+    "merge",
+    "perturb_adapters",
+    "save_adapter",
+    "unmerge",
+]

@@ -1,0 +1,103 @@
+"""The RepAdapter module: a linear bottleneck with an identity residual, and nothing else.
+
+``A(x) = x + s * (up(dropout(down(x))))``: ``down`` is dense (d -> r), ``up`` is grouped
+(r -> d, block-diagonal). There is no activation, so in eval mode ``A`` is affine and folds
+into the linear layer that reads it (see `repadapter.fold`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from repadapter.errors import RepAdapterError
+from repadapter.fold import AffineMap
+
+
+class GroupedLinear(nn.Module):
+    """Block-diagonal linear map: output group k reads only input group k.
+
+    The same map as a grouped 1x1 convolution, on channels-last input. Starts at zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, groups: int, bias: bool = True) -> None:
+        super().__init__()
+        for name, size in (("in_features", in_features), ("out_features", out_features)):
+            if size % groups:
+                raise RepAdapterError(f"{name}={size} is not divisible by groups={groups}")
+        self.in_features, self.out_features, self.groups = in_features, out_features, groups
+        self.weight = nn.Parameter(torch.zeros(groups, out_features // groups, in_features // groups))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unflatten(-1, (self.groups, self.in_features // self.groups))
+        y = torch.einsum("...gi,goi->...go", x, self.weight).flatten(-2)
+        return y if self.bias is None else y + self.bias
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out_features, in_features) block-diagonal matrix this layer applies."""
+        return torch.block_diag(*self.weight)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"groups={self.groups}, bias={self.bias is not None}"
+        )
+
+
+class RepAdapter(nn.Module):
+    """``x + scale * up(dropout(down(x)))``, an exact identity when freshly made.
+
+    Args:
+        in_features: width d of the features it transforms.
+        dim: bottleneck width r.
+        groups: groups of ``up``; must divide both ``dim`` and ``in_features``.
+        scale: s; multiplies the whole up branch, its bias included.
+        dropout: dropout on the bottleneck (training only).
+        bias: give ``down`` and ``up`` biases. Off where no layer can absorb the shift.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        dim: int = 8,
+        groups: int = 2,
+        scale: float = 1.0,
+        dropout: float = 0.1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % groups or in_features % groups:
+            raise RepAdapterError(
+                f"groups={groups} must divide both dim={dim} and in_features={in_features}; "
+                "pick groups from the common divisors (1, 2, 4, 8 fit most ViTs with dim=8)"
+            )
+        self.scale = float(scale)
+        self.down = nn.Linear(in_features, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.up = GroupedLinear(dim, in_features, groups, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform ``down``, zero ``up`` and biases: the adapter starts as the identity."""
+        nn.init.xavier_uniform_(self.down.weight)
+        nn.init.zeros_(self.up.weight)
+        for layer in (self.down, self.up):
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.up(self.dropout(self.down(x)))
+
+    @torch.no_grad()
+    def affine(self) -> AffineMap:
+        """The eval-mode map ``(I + s*U@D) x + s*(U@b_down + b_up)``, in float64."""
+        up = self.up.dense_weight().double()
+        down = self.down.weight.double()
+        shift = torch.zeros(up.shape[0], dtype=torch.float64, device=up.device)
+        if self.down.bias is not None:
+            shift = shift + up @ self.down.bias.double() + self.up.bias.double()
+        return AffineMap(up=up, down=down, scale=self.scale, shift=self.scale * shift)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"

@@ -1,0 +1,1 @@
+"""Measurements that produce committed result files: latency, merge exactness."""

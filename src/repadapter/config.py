@@ -1,0 +1,79 @@
+"""`RepAdapterConfig`: the hyper-parameters of an injection, saved with every adapter file."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from repadapter.errors import RepAdapterError
+
+PLACEMENTS = ("attn", "block")
+
+
+@dataclass(frozen=True)
+class RepAdapterConfig:
+    """Where adapters go, their shape, and what else trains.
+
+    Defaults are the paper's ViT setting: dim 8, groups 2, adapters before MHA and FFN.
+
+    Args:
+        dim: bottleneck width r of each adapter.
+        groups: groups of the up projection (block-diagonal r -> d); must divide ``dim``.
+        scale: s in ``x + s * up(dropout(down(x)))``; the paper searches {0.1, 0.5, 1, 5, 10}.
+        dropout: dropout on the bottleneck, active in training only.
+        placement: ``"attn"`` (before multi-head attention) or ``"block"`` (also before the FFN).
+        train_head: leave the classifier head trainable.
+        trainable: extra regular expressions; base parameters whose name matches one train too.
+    """
+
+    dim: int = 8
+    groups: int = 2
+    scale: float = 1.0
+    dropout: float = 0.1
+    placement: str = "block"
+    train_head: bool = True
+    trainable: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trainable, str) or not all(isinstance(p, str) for p in self.trainable):
+            raise RepAdapterError(
+                f"trainable must be a sequence of regex strings, got {self.trainable!r}; "
+                "e.g. trainable=('norm',)"
+            )
+        object.__setattr__(self, "trainable", tuple(self.trainable))
+        if self.placement not in PLACEMENTS:
+            raise RepAdapterError(f"placement={self.placement!r} is not supported; use one of {PLACEMENTS}")
+        if not isinstance(self.dim, int) or self.dim < 1:
+            raise RepAdapterError(f"dim must be a positive integer, got {self.dim!r}")
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise RepAdapterError(f"groups must be a positive integer, got {self.groups!r}")
+        if self.dim % self.groups:
+            raise RepAdapterError(
+                f"dim={self.dim} is not divisible by groups={self.groups}; "
+                "pick groups that divide dim (e.g. dim=8 with groups 1, 2, 4 or 8)"
+            )
+        if not math.isfinite(self.scale):
+            raise RepAdapterError(f"scale must be a finite number, got {self.scale!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RepAdapterError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `from_dict` reads it back."""
+        out = asdict(self)
+        out["trainable"] = list(self.trainable)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RepAdapterConfig:
+        """Build a config from `to_dict` output, refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise RepAdapterError(
+                f"unknown RepAdapterConfig keys {sorted(unknown)}; known keys are {sorted(known)}"
+            )
+        kwargs = dict(data)
+        if "trainable" in kwargs:
+            kwargs["trainable"] = tuple(kwargs["trainable"])
+        return cls(**kwargs)

@@ -1,0 +1,67 @@
+"""What a model family tells the injector: where adapters go and which parameters are the head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from repadapter.errors import RepAdapterError
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One adapter site.
+
+    Attributes:
+        host: path of the module whose (first) input the adapter transforms, e.g.
+            ``"blocks.0.attn"``. The host must feed that input only to ``consumers``.
+        consumers: the linear layers inside ``host`` that read the input, as paths relative
+            to ``host``; the adapter folds into each of them.
+        bias_sink: path of a norm whose output is the host's input and nothing else's; its bias
+            can take the adapter's shift when a consumer has no bias of its own.
+    """
+
+    host: str
+    consumers: tuple[str, ...]
+    bias_sink: str | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: how to recognise it, where its adapter sites are, what its head is."""
+
+    name: str
+    description: str
+    matches: Callable[[nn.Module], bool]
+    sites: Callable[[nn.Module, str], list[SiteSpec]]
+    head_prefixes: Callable[[nn.Module], tuple[str, ...]]
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Add a family to the registry that `family_of` searches."""
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_of(model: nn.Module) -> Family:
+    """The registered family of ``model``, or an error listing the supported ones."""
+    for family in _FAMILIES.values():
+        if family.matches(model):
+            return family
+    supported = "; ".join(f"{f.name}: {f.description}" for f in _FAMILIES.values())
+    raise RepAdapterError(
+        f"repadapter does not support models of type {type(model).__module__}."
+        f"{type(model).__qualname__}. Supported: {supported}"
+    )
+
+
+def timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The classifier module names timm records in ``pretrained_cfg['classifier']``."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier", "head")
+    return (names,) if isinstance(names, str) else tuple(names)

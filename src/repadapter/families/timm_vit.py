@@ -1,0 +1,87 @@
+"""Adapter sites in timm's `VisionTransformer` (ViT, DeiT, DeiT-3, CLIP-style, SigLIP, ...).
+
+Placement "attn" puts one adapter on the input of each block's attention, "block" one more on
+the input of its MLP. In a pre-norm `Block` those inputs are ``norm1(x)`` and ``norm2(x)``,
+read by nothing else, so the norms can take an adapter's shift when the projections have no
+bias (``qkv_bias=False`` models). In a `ResPostBlock` the inputs are the residual stream
+itself, so there is no such norm.
+"""
+
+from __future__ import annotations
+
+from timm.layers import Attention, DiffAttention, GatedMlp, GluMlp, Mlp, SwiGLU
+from timm.models.vision_transformer import Block, ResPostBlock, VisionTransformer
+from torch import nn
+
+from repadapter.errors import RepAdapterError
+from repadapter.families.base import Family, SiteSpec, register_family, timm_classifier_prefixes
+
+_PRE_NORM_BLOCKS = (Block,)
+_SUPPORTED_BLOCKS = (Block, ResPostBlock)
+
+
+def _attention_consumers(attn: nn.Module) -> tuple[str, ...]:
+    if type(attn) is Attention:
+        return ("qkv",) if attn.gate is None else ("qkv", "gate")
+    if type(attn) is DiffAttention:
+        return ("qkv",)
+    raise RepAdapterError(
+        f"attention layer {type(attn).__qualname__} is not supported; supported: "
+        "timm.layers.Attention, timm.layers.DiffAttention"
+    )
+
+
+def _mlp_consumers(mlp: nn.Module) -> tuple[str, ...]:
+    if type(mlp) in (Mlp, GluMlp, GatedMlp):
+        consumers: tuple[str, ...] = ("fc1",)
+    elif type(mlp) is SwiGLU:
+        consumers = ("fc1_g", "fc1_x")
+    else:
+        raise RepAdapterError(
+            f"MLP layer {type(mlp).__qualname__} is not supported; supported: timm.layers "
+            "Mlp, GluMlp, SwiGLUPacked, GatedMlp, SwiGLU"
+        )
+    if not all(type(mlp.get_submodule(name)) is nn.Linear for name in consumers):
+        raise RepAdapterError(
+            f"{type(mlp).__qualname__} with convolutional layers (use_conv=True) is not supported"
+        )
+    return consumers
+
+
+def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
+    sites = []
+    for i, block in enumerate(model.blocks):
+        if type(block) not in _SUPPORTED_BLOCKS:
+            raise RepAdapterError(
+                f"blocks.{i} is a {type(block).__qualname__}; repadapter supports ViT blocks of "
+                f"type {', '.join(b.__qualname__ for b in _SUPPORTED_BLOCKS)} (parallel blocks "
+                "such as ParallelScalingBlock / ParallelThingsBlock are not supported)"
+            )
+        pre_norm = type(block) in _PRE_NORM_BLOCKS
+        sites.append(
+            SiteSpec(
+                host=f"blocks.{i}.attn",
+                consumers=_attention_consumers(block.attn),
+                bias_sink=f"blocks.{i}.norm1" if pre_norm else None,
+            )
+        )
+        if placement == "block":
+            sites.append(
+                SiteSpec(
+                    host=f"blocks.{i}.mlp",
+                    consumers=_mlp_consumers(block.mlp),
+                    bias_sink=f"blocks.{i}.norm2" if pre_norm else None,
+                )
+            )
+    return sites
+
+
+TIMM_VIT = register_family(
+    Family(
+        name="timm_vit",
+        description="timm VisionTransformer models (vit_*, deit_*, deit3_*, CLIP/SigLIP ViTs)",
+        matches=lambda model: isinstance(model, VisionTransformer),
+        sites=_sites,
+        head_prefixes=timm_classifier_prefixes,
+    )
+)

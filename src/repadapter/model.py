@@ -1,0 +1,428 @@
+"""The model-level injector: inject -> train -> save adapter -> merge -> deploy (and back).
+
+An adapter site's host module (e.g. a block's attention) gets its class swapped for a
+subclass whose ``forward`` passes the input through the adapter first, the way
+`torch.nn.utils.parametrize` swaps classes. The base parameters keep their names and
+modules, the adapter lives at ``<host>.repadapter``, and the adapted host has timm's
+``fuse()`` hook, so `timm.utils.reparameterize_model` deploys an injected model too.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from repadapter import __version__
+from repadapter.adapter import RepAdapter
+from repadapter.config import RepAdapterConfig
+from repadapter.errors import RepAdapterError
+from repadapter.families import Family, family_of
+from repadapter.files import AdapterFile, read_adapter_file, write_adapter_file
+from repadapter.fold import fold_into, unfold_from
+
+ADAPTER_ATTR = "repadapter"
+
+
+@dataclass(frozen=True)
+class _Site:
+    """A resolved adapter site: live modules, not paths."""
+
+    path: str
+    host: nn.Module
+    consumers: tuple[str, ...]
+    bias_sink: nn.Module | None
+    in_features: int
+    bias: bool
+
+    def describe(self) -> dict[str, Any]:
+        sink = "consumer" if self.bias_sink is None else "norm"
+        return {
+            "consumers": list(self.consumers),
+            "in_features": self.in_features,
+            "bias": sink if self.bias else "none",
+        }
+
+
+# --- the adapted host class ------------------------------------------------------------------
+
+_ADAPTED_CLASSES: dict[type, type] = {}
+
+
+def _new_adapted(base_cls: type) -> nn.Module:
+    """Unpickling / deepcopy constructor for an adapted host."""
+    return object.__new__(_adapted_class(base_cls))
+
+
+def _adapted_class(base_cls: type) -> type:
+    """The subclass of ``base_cls`` that applies ``self.repadapter`` to its first input."""
+    if base_cls in _ADAPTED_CLASSES:
+        return _ADAPTED_CLASSES[base_cls]
+
+    def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return base_cls.forward(self, self.repadapter(x), *args, **kwargs)
+
+    def fuse(self: nn.Module) -> nn.Module:
+        """timm's re-parameterization hook: fold the adapter in, become ``base_cls`` again."""
+        _fold_host(self)
+        return self
+
+    def __reduce_ex__(self: nn.Module, protocol: Any) -> Any:  # noqa: N807
+        return (_new_adapted, (base_cls,), *base_cls.__reduce_ex__(self, protocol)[2:])
+
+    cls = type(
+        f"RepAdapted{base_cls.__name__}",
+        (base_cls,),
+        {"forward": forward, "fuse": fuse, "__reduce_ex__": __reduce_ex__, "__module__": __name__},
+    )
+    _ADAPTED_CLASSES[base_cls] = cls
+    return cls
+
+
+def _is_adapted(module: nn.Module) -> bool:
+    return type(module) in _ADAPTED_CLASSES.values()
+
+
+def _adapted_hosts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if _is_adapted(m)]
+
+
+def _site_of(host: nn.Module) -> _Site:
+    return host.__dict__["repadapter_site"]
+
+
+def _consumer_modules(site: _Site) -> list[nn.Linear]:
+    return [site.host.get_submodule(name) for name in site.consumers]
+
+
+def _fold_host(host: nn.Module) -> None:
+    site = _site_of(host)
+    fold_into(_consumer_modules(site), site.bias_sink, host.repadapter.affine(), site.path)
+    _remove_adapter(host)
+
+
+def _remove_adapter(host: nn.Module) -> None:
+    del host.repadapter
+    del host.__dict__["repadapter_site"]
+    host.__class__ = type(host).__bases__[0]
+
+
+# --- planning and injection -------------------------------------------------------------------
+
+
+def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_Site]:
+    """Resolve every site and check it, touching nothing."""
+    sites = []
+    for spec in family.sites(model, config.placement):
+        host = model.get_submodule(spec.host)
+        consumers = [host.get_submodule(name) for name in spec.consumers]
+        widths = {layer.in_features for layer in consumers}
+        if len(widths) != 1:
+            raise RepAdapterError(f"{spec.host}: consumers {spec.consumers} disagree on width {widths}")
+        (width,) = widths
+        if width % config.groups:
+            raise RepAdapterError(
+                f"groups={config.groups} does not divide the width {width} at {spec.host}; "
+                "pick groups that divide both dim and the model width"
+            )
+        sink = model.get_submodule(spec.bias_sink) if spec.bias_sink else None
+        if all(layer.bias is not None for layer in consumers):
+            sink, bias = None, True
+        else:
+            bias = isinstance(getattr(sink, "bias", None), nn.Parameter)
+            sink = sink if bias else None
+        sites.append(_Site(spec.host, host, spec.consumers, sink, width, bias))
+    return sites
+
+
+def _trained_names(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[str]:
+    """Names of the parameters an injection trains: adapters, head, ``config.trainable``."""
+    heads = family.head_prefixes(model) if config.train_head else ()
+    patterns = []
+    for pattern in config.trainable:
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as err:
+            raise RepAdapterError(f"trainable pattern {pattern!r} is not a valid regex: {err}") from err
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern.search(name) for name in names):
+            raise RepAdapterError(
+                f"trainable pattern {pattern.pattern!r} matches no parameter of this model; "
+                f"parameter names look like {names[:3]}"
+            )
+    return [
+        name
+        for name in names
+        if f".{ADAPTER_ATTR}." in name
+        or any(name.startswith(f"{head}.") for head in heads)
+        or any(p.search(name) for p in patterns)
+    ]
+
+
+def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Module:
+    """Insert RepAdapters into ``model`` in place and freeze everything they do not train.
+
+    Trainable afterwards: the adapters, the classifier head (``config.train_head``) and base
+    parameters matching ``config.trainable``. Returns ``model``.
+    """
+    config = config or RepAdapterConfig()
+    if _adapted_hosts(model):
+        raise RepAdapterError(
+            "this model already has RepAdapters; merge it, or build a fresh model, before injecting again"
+        )
+    family = family_of(model)
+    sites = _plan(model, family, config)
+    trained = set(_trained_names(model, family, config))
+    bias_free = [site.path for site in sites if not site.bias]
+    if bias_free:
+        warnings.warn(
+            f"{len(bias_free)} adapter site(s) ({', '.join(bias_free[:3])}, ...) have a consumer "
+            "without bias and no norm bias before them: their adapters are built bias-free so "
+            "that merging stays exact and adds no parameter",
+            stacklevel=2,
+        )
+    for site in sites:
+        ref = site.host.get_submodule(site.consumers[0]).weight
+        adapter = RepAdapter(
+            site.in_features, config.dim, config.groups, config.scale, config.dropout, bias=site.bias
+        ).to(device=ref.device, dtype=ref.dtype)
+        adapter.train(site.host.training)  # a model in eval mode must not start dropping out
+        site.host.__class__ = _adapted_class(type(site.host))
+        site.host.repadapter = adapter
+        site.host.__dict__["repadapter_site"] = site
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trained or f".{ADAPTER_ATTR}." in name)
+    model.__dict__["repadapter_config"] = config
+    model.__dict__.pop("repadapter_merged", None)
+    return model
+
+
+def adapter_config(model: nn.Module) -> RepAdapterConfig:
+    """The config ``model`` was injected with; an error if it has no adapters."""
+    if not _adapted_hosts(model) or "repadapter_config" not in model.__dict__:
+        if "repadapter_merged" in model.__dict__:
+            raise RepAdapterError(
+                "this model was already merged (its adapters are folded into its weights); "
+                "use repadapter.unmerge(model, adapter_file) to get the adapters back"
+            )
+        raise RepAdapterError("this model has no RepAdapters; call repadapter.inject(model, config) first")
+    return model.__dict__["repadapter_config"]
+
+
+# --- merge and unmerge ------------------------------------------------------------------------
+
+
+def merge(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Fold every adapter into the layers after it; returns the vanilla architecture.
+
+    The result's ``state_dict()`` loads with ``strict=True`` into a model built without
+    adapters, and computes the same function in eval mode. Works on a copy unless ``inplace``.
+    """
+    config = adapter_config(model)
+    for _, host in _adapted_hosts(model):
+        site = _site_of(host)
+        if site.bias_sink is not None:  # its shift goes through M^-1: fail before changing anything
+            host.repadapter.affine().check_invertible(site.path)
+    if not inplace:
+        model = copy.deepcopy(model)
+    for _, host in _adapted_hosts(model):
+        _fold_host(host)
+    del model.__dict__["repadapter_config"]
+    model.__dict__["repadapter_merged"] = config
+    return model
+
+
+def unmerge(model: nn.Module, adapter_file: str | os.PathLike[str], inplace: bool = False) -> nn.Module:
+    """Exact inverse of `merge`: take the adapters of ``adapter_file`` back out of ``model``.
+
+    ``model`` must be the merged model of that adapter (same base weights, same head). Returns
+    the injected model with the file's adapters, as before the merge.
+    """
+    if _adapted_hosts(model):
+        raise RepAdapterError("this model still has RepAdapters; unmerge takes a merged model")
+    file = read_adapter_file(adapter_file)
+    family = family_of(model)
+    sites = _plan(model, family, file.config)
+    _check_file_matches(model, family, sites, file)
+    state = model.state_dict()
+    for head in family.head_prefixes(model) if file.config.train_head else ():
+        for name, tensor in file.tensors.items():
+            if name.startswith(f"{head}.") and not torch.equal(
+                state[name].cpu(), tensor.to(state[name].dtype)
+            ):
+                raise RepAdapterError(
+                    f"{name} in this model differs from {file.path}: the model was not merged "
+                    "from that adapter file, so unmerging it would corrupt the base weights"
+                )
+    if not inplace:
+        model = copy.deepcopy(model)
+    inject(model, file.config)
+    _load_tensors(model, file, adapters_only=True)
+    hosts = [host for _, host in _adapted_hosts(model)]
+    affines = [host.repadapter.affine() for host in hosts]
+    try:
+        for host, affine in zip(hosts, affines, strict=True):
+            affine.check_invertible(_site_of(host).path)
+    except RepAdapterError:
+        for host in hosts:  # leave the merged model as it came
+            _remove_adapter(host)
+        raise
+    for host, affine in zip(hosts, affines, strict=True):
+        site = _site_of(host)
+        unfold_from(_consumer_modules(site), site.bias_sink, affine, site.path)
+    return model
+
+
+# --- adapter files ----------------------------------------------------------------------------
+
+
+def _base_model_name(model: nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch, tag = cfg.get("architecture"), cfg.get("tag")
+    return f"{arch}.{tag}" if arch and tag else arch
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write the trained part of an injected model (adapters, head, extras) to ``path``."""
+    config = adapter_config(model)
+    family = family_of(model)
+    state = model.state_dict()
+    tensors = {name: state[name] for name in _trained_names(model, family, config)}
+    metadata = {
+        "library_version": __version__,
+        "config": config.to_dict(),
+        "family": family.name,
+        "base_model": _base_model_name(model),
+        "num_classes": getattr(model, "num_classes", None),
+        "sites": {path_: _site_of(host).describe() for path_, host in _adapted_hosts(model)},
+    }
+    return write_adapter_file(path, tensors, metadata)
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Inject ``model`` with the config saved in ``path`` and load the file's tensors into it."""
+    file = read_adapter_file(path)
+    if _adapted_hosts(model):
+        if adapter_config(model) != file.config:
+            raise RepAdapterError(
+                f"this model already has adapters with config {adapter_config(model)}, but "
+                f"{file.path} was saved with {file.config}; load it into a model without adapters"
+            )
+        family = family_of(model)
+        sites = [_site_of(host) for _, host in _adapted_hosts(model)]
+    else:
+        family = family_of(model)
+        sites = _plan(model, family, file.config)
+    _check_file_matches(model, family, sites, file)
+    if not _adapted_hosts(model):
+        inject(model, file.config)
+    _load_tensors(model, file, adapters_only=False)
+    return model
+
+
+def _check_file_matches(model: nn.Module, family: Family, sites: list[_Site], file: AdapterFile) -> None:
+    """Refuse a file made for another family, depth, width or head before touching the model."""
+    meta, where = file.metadata, file.path
+    made_for = f"(it was made for {meta.get('base_model') or 'an unnamed model'})"
+    if meta.get("family") != family.name:
+        raise RepAdapterError(
+            f"{where} is for model family {meta.get('family')!r}, this model is {family.name!r} {made_for}"
+        )
+    ours = {site.path: site.describe() for site in sites}
+    theirs = meta["sites"]
+    if set(ours) != set(theirs):
+        missing = sorted(set(ours) - set(theirs))
+        extra = sorted(set(theirs) - set(ours))
+        raise RepAdapterError(
+            f"{where} has adapters at {len(theirs)} sites, this model has {len(ours)} {made_for}; "
+            f"only in the model: {missing[:4]}, only in the file: {extra[:4]}. Load it into a "
+            "model of the same depth."
+        )
+    for path, described in ours.items():
+        if theirs[path] != described:
+            raise RepAdapterError(
+                f"{where}: the adapter at {path} was made for {theirs[path]}, this model has "
+                f"{described} {made_for}. Load it into a model of the same width."
+            )
+    expected = {n for n in _trained_names(model, family, file.config) if f".{ADAPTER_ATTR}." not in n}
+    lacking = sorted(expected - set(file.tensors))
+    if lacking:
+        raise RepAdapterError(
+            f"{where} has no {', '.join(lacking[:4])}, which this model trains with the file's config "
+            f"{made_for}; load it into the same architecture"
+        )
+    state = model.state_dict()
+    for name, tensor in file.tensors.items():
+        if f".{ADAPTER_ATTR}." in name:
+            continue
+        if name not in state:
+            raise RepAdapterError(f"{where} holds {name}, which this model does not have {made_for}")
+        if state[name].shape != tensor.shape:
+            hint = ""
+            if any(name.startswith(f"{h}.") for h in family.head_prefixes(model)):
+                hint = f" Build the model with num_classes={meta.get('num_classes')}."
+            raise RepAdapterError(
+                f"{where}: {name} has shape {tuple(tensor.shape)} in the file but "
+                f"{tuple(state[name].shape)} in this model {made_for}.{hint}"
+            )
+
+
+def _load_tensors(model: nn.Module, file: AdapterFile, adapters_only: bool) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in file.tensors.items():
+            if adapters_only and f".{ADAPTER_ATTR}." not in name:
+                continue
+            if name not in params or params[name].shape != tensor.shape:
+                raise RepAdapterError(f"{file.path}: tensor {name} does not fit this model")
+            params[name].copy_(tensor)
+
+
+# --- inspection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Parameter counts of a model, with its adapters split out."""
+
+    total: int
+    trainable: int
+    adapter: int
+    adapter_weights: int
+
+    @property
+    def backbone(self) -> int:
+        """Parameters that are not adapters."""
+        return self.total - self.adapter
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    """Total, trainable and adapter parameters (``adapter_weights`` leaves out biases)."""
+    total = trainable = adapter = adapter_weights = 0
+    for name, param in model.named_parameters():
+        total += param.numel()
+        trainable += param.numel() if param.requires_grad else 0
+        if f".{ADAPTER_ATTR}." in name:
+            adapter += param.numel()
+            adapter_weights += param.numel() if name.endswith("weight") else 0
+    return ParameterCount(total, trainable, adapter, adapter_weights)
+
+
+def perturb_adapters(model: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
+    """Fill every adapter tensor with N(0, std^2) noise, for checking merges on non-zero weights."""
+    generator = torch.Generator().manual_seed(seed)
+    adapter_config(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if f".{ADAPTER_ATTR}." in name:
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float64) * std
+                param.copy_(noise.to(param.dtype))
+    return model

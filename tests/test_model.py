@@ -1,0 +1,210 @@
+"""inject -> merge -> unmerge on real timm architectures, with random non-zero adapters."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+from timm.utils import reparameterize_model
+from torch import nn
+
+import repadapter as ra
+from tests.conftest import VIT_MODELS, build_vit, input_for, relative_error, vanilla_like
+
+TOL = 1e-5
+
+
+def adapted(key: str, seed: int = 1, **config) -> nn.Module:
+    model = ra.inject(build_vit(key), ra.RepAdapterConfig(**config))
+    return ra.perturb_adapters(model, std=0.05, seed=seed).eval()
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("placement", ["attn", "block"])
+@pytest.mark.parametrize("key", list(VIT_MODELS))
+def test_merged_model_is_vanilla_and_exact(key, placement):
+    base = build_vit(key)
+    x = input_for(base)
+    with torch.no_grad():
+        base_out = base(x)
+    model = adapted(key, placement=placement)
+    merged = ra.merge(model)
+    vanilla = vanilla_like(key)
+    vanilla.load_state_dict(merged.state_dict(), strict=True)
+    with torch.no_grad():
+        unmerged_out, merged_out, vanilla_out = model(x), merged(x), vanilla(x)
+    assert max_diff(unmerged_out, base_out) > 1e-3  # the adapters do change the function
+    assert max_diff(merged_out, unmerged_out) <= TOL
+    assert max_diff(vanilla_out, unmerged_out) <= TOL
+    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in vanilla.parameters())
+    assert [type(m) for m in merged.modules()] == [type(m) for m in vanilla.modules()]
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+@pytest.mark.parametrize("placement", ["attn", "block"])
+def test_merge_is_exact_for_every_group_count_and_scale(placement, groups, scale):
+    model = adapted("vit_small_no_qkv_bias", placement=placement, groups=groups, scale=scale)
+    model.blocks = model.blocks[:3]
+    x = input_for(model, batch=1)
+    with torch.no_grad():
+        assert max_diff(ra.merge(model)(x), model(x)) <= TOL
+
+
+@pytest.mark.parametrize("size", [(224, 224), (160, 160), (96, 128), (100, 130), (32, 48)])
+def test_merge_is_exact_at_every_input_size(size):
+    model = ra.perturb_adapters(
+        ra.inject(build_vit("vit_tiny", dynamic_img_size=True, dynamic_img_pad=True)), seed=2
+    ).eval()
+    merged = ra.merge(model)
+    x = input_for(model, size=size)
+    with torch.no_grad():
+        assert max_diff(merged(x), model(x)) <= TOL
+
+
+@pytest.mark.parametrize(
+    "key", ["vit_tiny", "vit_small_no_qkv_bias", "deit3_small_layerscale", "vit_res_post_norm", "swiglu_mlp"]
+)
+def test_unmerge_restores_the_base_weights(key, tmp_path):
+    model = adapted(key)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = ra.save_adapter(model, tmp_path / "a.safetensors")
+    merged = ra.merge(model)
+    restored = ra.unmerge(merged, path)
+    after = restored.state_dict()
+    assert after.keys() == before.keys()
+    worst = max(relative_error(after[k], before[k]) for k in before)
+    assert worst <= 1e-6
+    x = input_for(model)
+    with torch.no_grad():
+        assert max_diff(restored(x), model(x)) <= TOL
+    assert ra.adapter_config(restored) == ra.adapter_config(model)
+
+
+@pytest.mark.parametrize("key", ["vit_tiny", "vit_small_no_qkv_bias"])
+def test_timm_reparameterize_model_deploys_an_injected_model(key):
+    model = adapted(key)
+    deployed = reparameterize_model(model)
+    vanilla = vanilla_like(key)
+    vanilla.load_state_dict(deployed.state_dict(), strict=True)
+    x = input_for(model)
+    with torch.no_grad():
+        assert max_diff(deployed(x), model(x)) <= TOL
+
+
+def test_merge_keeps_the_dtype_and_casts_once():
+    model = adapted("vit_tiny").to(torch.bfloat16)
+    merged = ra.merge(model)
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    x = input_for(model).to(torch.bfloat16)
+    with torch.no_grad():
+        assert max_diff(merged(x).float(), model(x).float()) < 0.1
+
+
+def test_new_adapters_follow_the_model_mode():
+    assert not ra.inject(build_vit("vit_tiny")).blocks[0].attn.repadapter.training
+    assert ra.inject(build_vit("vit_tiny").train()).blocks[0].mlp.repadapter.training
+
+
+def test_inject_freezes_the_backbone_and_trains_adapters_and_head():
+    model = ra.inject(build_vit("vit_tiny"))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {
+        n for n in dict(model.named_parameters()) if ".repadapter." in n or n.startswith("head.")
+    }
+    count = ra.count_parameters(model)
+    assert count.trainable == count.adapter + 192 * 10 + 10
+    assert count.adapter == 24 * ((192 * 8 + 8) + (192 * 4 + 192))  # down + grouped up
+
+
+def test_train_head_off_and_extra_trainable_patterns():
+    model = ra.inject(
+        build_vit("vit_tiny"), ra.RepAdapterConfig(train_head=False, trainable=(r"norm\d?\.bias",))
+    )
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "head.weight" not in trained
+    assert "blocks.3.norm1.bias" in trained and "norm.bias" in trained
+    assert "blocks.3.norm1.weight" not in trained
+    with pytest.raises(ra.RepAdapterError, match="matches no parameter"):
+        ra.inject(build_vit("vit_tiny"), ra.RepAdapterConfig(trainable=("no_such",)))
+    with pytest.raises(ra.RepAdapterError, match="not a valid regex"):
+        ra.inject(build_vit("vit_tiny"), ra.RepAdapterConfig(trainable=("(",)))
+
+
+def test_training_moves_only_adapters_and_head():
+    torch.manual_seed(0)
+    model = ra.inject(build_vit("vit_tiny", depth=2, img_size=32, patch_size=8, num_classes=3))
+    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x, y = torch.randn(24, 3, 32, 32), torch.arange(24) % 3
+    model.train()
+    losses = []
+    for _ in range(15):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert model.blocks[0].attn.repadapter.up.weight.abs().sum() > 0
+
+
+def test_misuse_gets_clear_errors(tmp_path):
+    model = adapted("vit_tiny")
+    with pytest.raises(ra.RepAdapterError, match="already has RepAdapters"):
+        ra.inject(model)
+    merged = ra.merge(model)
+    with pytest.raises(ra.RepAdapterError, match="already merged.*unmerge"):
+        ra.merge(merged)
+    with pytest.raises(ra.RepAdapterError, match="has no RepAdapters; call repadapter.inject"):
+        ra.merge(build_vit("vit_tiny"))
+    with pytest.raises(ra.RepAdapterError, match="has no RepAdapters"):
+        ra.save_adapter(build_vit("vit_tiny"), tmp_path / "x.safetensors")
+    path = ra.save_adapter(model, tmp_path / "a.safetensors")
+    with pytest.raises(ra.RepAdapterError, match="still has RepAdapters"):
+        ra.unmerge(model, path)
+
+
+def test_unmerge_refuses_a_model_that_was_not_merged_from_the_file(tmp_path):
+    model = adapted("vit_tiny")
+    path = ra.save_adapter(model, tmp_path / "a.safetensors")
+    other = build_vit("vit_tiny", seed=5)  # another head: not the merged model of this file
+    with pytest.raises(ra.RepAdapterError, match="was not merged from that adapter file"):
+        ra.unmerge(other, path)
+
+
+def test_merge_and_unmerge_leave_their_input_alone_unless_inplace(tmp_path):
+    model = adapted("vit_tiny")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = ra.merge(model)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    path = ra.save_adapter(model, tmp_path / "a.safetensors")
+    merged_state = {k: v.clone() for k, v in merged.state_dict().items()}
+    ra.unmerge(merged, path)
+    assert all(torch.equal(v, merged_state[k]) for k, v in merged.state_dict().items())
+    assert ra.merge(model, inplace=True) is model
+    assert not any(".repadapter." in k for k in model.state_dict())
+
+
+def test_injected_models_deepcopy_and_pickle():
+    model = adapted("vit_small_no_qkv_bias")
+    x = input_for(model)
+    with torch.no_grad():
+        expected = model(x)
+        for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            assert torch.equal(clone(x), expected)
+            merged = ra.merge(clone)  # bias sinks still point at the clone's own norms
+            assert max_diff(merged(x), expected) <= TOL
+
+
+def test_sites_without_any_bias_home_get_bias_free_adapters_and_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="built bias-free so that merging stays exact"):
+        model = ra.inject(build_vit("vit_res_post_norm"))
+    assert model.blocks[0].attn.repadapter.down.bias is None
+    assert model.blocks[0].mlp.repadapter.down.bias is not None  # fc1 has a bias of its own
+    meta = ra.files.read_adapter_file(ra.save_adapter(model, tmp_path / "a.safetensors")).metadata
+    assert meta["sites"]["blocks.0.attn"]["bias"] == "none"
