@@ -49,8 +49,8 @@ def _verify(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.provenance import write_result
 
     rows = []
-    header = ("model", "placement", "groups", "scale", "max|dlogit|", "unmerge rel")
-    print("{:40s} {:9s} {:>6s} {:>6s} {:>12s} {:>12s}".format(*header))
+    header = ("model", "placement", "groups", "scale", "max|dlogit|", "unmerge rel", "cond(M)")
+    print("{:40s} {:9s} {:>6s} {:>6s} {:>12s} {:>12s} {:>9s}".format(*header))
     for spec in args.models:
         for placement in args.placements:
             for groups in args.groups:
@@ -60,7 +60,8 @@ def _verify(args: argparse.Namespace) -> None:
                     rows.append(row.as_dict())
                     print(
                         f"{spec:40s} {placement:9s} {groups:6d} {scale:6g} "
-                        f"{row.max_abs_logit_diff:12.2e} {row.max_rel_weight_error:12.2e}",
+                        f"{row.max_abs_logit_diff:12.2e} {row.max_rel_weight_error:12.2e} "
+                        f"{row.max_condition:9.1f}",
                         flush=True,
                     )
     if args.json:

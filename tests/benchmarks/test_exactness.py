@@ -24,3 +24,11 @@ def test_check_exactness_reports_tiny_errors(spec):
     assert 0 < result.max_abs_logit_diff <= 1e-5
     assert 0 < result.max_rel_weight_error <= 1e-6
     assert result.adapter_params > 0
+
+
+def test_unmerge_error_stays_within_the_float32_conditioning_bound():
+    # Large random adapters at scale 10 make M = I + s*U@D ill-conditioned on purpose.
+    result = check_exactness("vit_small_patch16_224:qkv_bias=False,depth=2", RepAdapterConfig(scale=10.0))
+    assert result.max_condition > 10
+    assert result.max_rel_weight_error <= 4 * result.unmerge_error_bound
+    assert result.max_abs_logit_diff <= 1e-5
