@@ -6,10 +6,15 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repadapter import __version__
 from repadapter.config import PLACEMENTS, RepAdapterConfig
 from repadapter.errors import RepAdapterError
+
+if TYPE_CHECKING:
+    from repadapter.engine.recipe import TrainConfig
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -68,6 +73,222 @@ def _verify(args: argparse.Namespace) -> None:
         print(f"wrote {write_result(args.json, {'exactness': rows})}")
 
 
+RECIPE_HELP = {
+    "model": "timm model name; the paper's ViT-B/16 (ImageNet-21k) is vit_base_patch16_224.orig_in21k",
+    "pretrained": "load the model's pretrained weights from the Hugging Face Hub",
+    "checkpoint": "local weights file for the base model (.safetensors/.pth/.npz), read by timm",
+    "img_size": "input size to build the model at (default: the checkpoint's own)",
+    "placement": "attn: adapters before MHA; block: before MHA and FFN",
+    "dim": "adapter bottleneck width",
+    "groups": "groups of the adapter's up projection",
+    "scale": "adapter scale s: a number, 'auto' (search 0.1 0.5 1 5 10 on val) or 'paper' "
+    "(the official per-task value)",
+    "dropout": "adapter dropout",
+    "epochs": "length of the schedule",
+    "warmup_epochs": "linear warm-up epochs",
+    "lr": "peak learning rate (AdamW)",
+    "warmup_lr": "learning rate at the start of warm-up",
+    "min_lr": "learning rate at the end of the cosine schedule",
+    "weight_decay": "AdamW weight decay",
+    "batch_size": "global training batch (split evenly across processes)",
+    "eval_batch_size": "evaluation batch per process",
+    "drop_path": "stochastic depth rate of the backbone",
+    "normalization": "'model': the checkpoint's own mean/std; 'imagenet': what the official code used",
+    "augment": "'none' (the VTAB recipe) or 'fewshot' (RandAugment, random erasing, mixup/cutmix, "
+    "label smoothing)",
+    "mixup": "mixup alpha (augment=fewshot)",
+    "cutmix": "cutmix alpha (augment=fewshot)",
+    "label_smoothing": "label smoothing (augment=fewshot)",
+    "select_on_test": "the official protocol: report the best test accuracy over evaluations "
+    "(optimistic; labelled as such)",
+    "eval_every": "evaluate every this many epochs (and after the last)",
+    "amp": "autocast: none, bf16 or fp16 (fp16 needs CUDA)",
+    "compile": "wrap the model in torch.compile",
+    "workers": "data-loading worker processes",
+    "seed": "random seed",
+    "device": "auto, cpu, cuda or cuda:N",
+}
+
+
+def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field; unset flags keep the YAML file's or the default value."""
+    from repadapter.engine.recipe import TrainConfig
+
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = f"{RECIPE_HELP[field.name]} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = float if isinstance(default, float) else int if isinstance(default, int) else str
+            kind = int if field.name == "img_size" else kind
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+    parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
+
+
+def _recipe(args: argparse.Namespace) -> TrainConfig:
+    from repadapter.engine.recipe import TrainConfig, resolve_config
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return resolve_config(args.config, **{k: v for k, v in vars(args).items() if k in names})
+
+
+def _prepare_out(out: Path, resume: bool, cfg: TrainConfig) -> None:
+    """Refuse to overwrite a run unless resuming it; save the resolved config."""
+    import yaml
+
+    from repadapter.files import atomic_write
+
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise RepAdapterError(
+            f"output folder {out} already holds a run; pass --resume to continue it or pick another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from repadapter.data import load_task
+    from repadapter.engine import distributed
+    from repadapter.engine.protocol import run_task
+
+    cfg = _recipe(args)
+    task = load_task(args.data, args.shots, args.fewshot_seed)
+    out = Path(args.out or Path("runs") / task.name)
+    ctx = distributed.setup(cfg.device)
+    try:
+        if ctx.is_main:
+            _prepare_out(out, args.resume, cfg)
+        ctx.barrier()
+        summary = run_task(task, cfg, out, ctx, progress=not args.quiet)
+    finally:
+        distributed.teardown()
+    if ctx.is_main:
+        print(
+            f"{task.name}: test accuracy {100 * summary['test_acc']:.2f}% at scale {summary['scale']:g}, "
+            f"epoch {summary['epoch']} [{summary['protocol']}]"
+        )
+        print(
+            f"trained {summary['trained_params']:,} parameters "
+            f"({summary['trained_percent_of_backbone']:.2f}% of the backbone); wrote {out}/summary.json "
+            f"and {out}/adapter.safetensors"
+        )
+
+
+def _vtab(args: argparse.Namespace) -> None:
+    from repadapter.engine import distributed
+    from repadapter.engine.suite import render_table, run_vtab
+
+    cfg = _recipe(args)
+    out = Path(args.out)
+    ctx = distributed.setup(cfg.device)
+    try:
+        if ctx.is_main:
+            _prepare_out(out, args.resume, cfg)
+        ctx.barrier()
+        table = run_vtab(args.root, args.tasks, cfg, out, ctx, progress=not args.quiet)
+    finally:
+        distributed.teardown()
+    if ctx.is_main:
+        print(render_table(table), end="")
+        print(f"wrote {out}/vtab_table.md and {out}/vtab_results.json")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from repadapter.backbones import create_base
+    from repadapter.data import load_task
+    from repadapter.data.transforms import preprocessing
+    from repadapter.engine import distributed
+    from repadapter.engine.recipe import resolve_config
+    from repadapter.engine.trainer import evaluate
+    from repadapter.model import load_adapter
+
+    if (args.adapter is None) == (args.weights is None):
+        raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
+    task = load_task(args.data, args.shots, args.fewshot_seed)
+    cfg = resolve_config(eval_batch_size=args.batch_size, workers=args.workers, device=args.device)
+    ctx = distributed.setup(cfg.device)
+    if args.adapter is not None:
+        model = load_adapter(
+            create_base(args.model, task.num_classes, args.pretrained, args.checkpoint), args.adapter
+        )
+    else:
+        model = create_base(args.model, task.num_classes, pretrained=False, img_size=args.img_size)
+        try:
+            model.load_state_dict(load_file(args.weights), strict=True)
+        except (RuntimeError, OSError) as err:
+            raise RepAdapterError(
+                f"{args.weights} does not fit {args.model} with {task.num_classes} classes: {err}"
+            ) from err
+    model.to(ctx.device).eval()
+    prep = preprocessing(model, args.normalization)
+    with torch.inference_mode():
+        acc = evaluate(model, task.split(args.split), prep, cfg, ctx)
+    distributed.teardown()
+    print(
+        f"{task.name} {args.split}: accuracy {100 * acc:.2f}% ({len(task.split(args.split))} images, "
+        f"normalization={args.normalization})"
+    )
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from safetensors.torch import save_file
+
+    from repadapter.backbones import create_base
+    from repadapter.files import atomic_write, read_adapter_file
+    from repadapter.model import load_adapter, merge
+
+    adapter = read_adapter_file(args.adapter)
+    num_classes = adapter.metadata.get("num_classes")
+    if not isinstance(num_classes, int):
+        raise RepAdapterError(
+            f"{args.adapter} does not record its number of classes; it cannot be merged here"
+        )
+    base = create_base(args.model, num_classes, args.pretrained, args.checkpoint, img_size=args.img_size)
+    deployed = merge(load_adapter(base, args.adapter), inplace=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in deployed.state_dict().items()}
+    meta = {"architecture": args.model, "num_classes": str(num_classes), "merged_from": str(args.adapter)}
+    atomic_write(args.out, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    print(
+        f"wrote {args.out}: a plain {args.model} with {num_classes} classes, adapters folded in. Load it with"
+    )
+    size = f", img_size={args.img_size}" if args.img_size else ""
+    print(
+        f'  timm.create_model("{args.model}", num_classes={num_classes}{size}, pretrained=True, '
+        f'pretrained_cfg_overlay=dict(file="{args.out}"))'
+    )
+
+
+def _add_base_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="timm model name of the base model")
+    parser.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="load the base model's pretrained weights from the hub (default: yes)",
+    )
+    parser.add_argument("--checkpoint", help="local weights file for the base model instead of the hub")
+    parser.add_argument("--img-size", type=int, help="input size the model was adapted at (default: its own)")
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="vtab:<root>/<task> | fewshot:<root>/<dataset> | folder:<root> | csv:<root>",
+    )
+    parser.add_argument(
+        "--shots", type=int, default=1, help="few-shot data: shots per class (1, 2, 4, 8, 16)"
+    )
+    parser.add_argument("--fewshot-seed", type=int, default=0, help="few-shot data: split seed (0, 1, 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from repadapter.benchmarks.exactness import DEFAULT_MODELS
     from repadapter.demo import DemoSettings
@@ -77,6 +298,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"repadapter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="adapt a model to one task (VTAB-1k task, few-shot set, image folder or CSV)",
+        description="Inject RepAdapters, select scale and epoch on the validation split, retrain on "
+        "train+val, test once; write summary.json, metrics, checkpoints and adapter.safetensors. "
+        "Run it under torchrun for several processes.",
+    )
+    _add_data_flags(train)
+    _add_recipe_flags(train)
+    train.add_argument("--out", help="run folder (default: runs/<task>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_train)
+
+    vtab = commands.add_parser(
+        "vtab",
+        help="run VTAB-1k tasks and write the paper's table",
+        description="Train and test every VTAB-1k task found under --root (or --tasks), then write "
+        "the table: per task, Natural/Specialized/Structured means, the paper's average and the "
+        "plain mean, with trained parameters.",
+    )
+    vtab.add_argument("--root", required=True, help="folder holding the VTAB-1k task folders")
+    vtab.add_argument("--tasks", nargs="+", help="a subset of tasks (default: all found)")
+    vtab.add_argument("--out", default="runs/vtab", help="output folder (default: %(default)s)")
+    vtab.add_argument(
+        "--resume", action="store_true", help="continue: finished tasks are kept, others resume"
+    )
+    vtab.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_recipe_flags(vtab)
+    vtab.set_defaults(func=_vtab)
+
+    evaluate = commands.add_parser(
+        "eval", help="accuracy of an adapter file or a merged checkpoint on a split"
+    )
+    _add_base_flags(evaluate)
+    _add_data_flags(evaluate)
+    evaluate.add_argument("--adapter", help="adapter file to load onto the base model")
+    evaluate.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    evaluate.add_argument(
+        "--normalization",
+        default="model",
+        choices=("model", "imagenet"),
+        help="must match the training run's (default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=256, help="evaluation batch (default: %(default)s)"
+    )
+    evaluate.add_argument(
+        "--workers", type=int, default=4, help="data-loading workers (default: %(default)s)"
+    )
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    evaluate.set_defaults(func=_eval)
+
+    merge_cmd = commands.add_parser(
+        "merge", help="fold an adapter file into its base model and write a plain timm checkpoint"
+    )
+    _add_base_flags(merge_cmd)
+    merge_cmd.add_argument("--adapter", required=True, help="adapter file (from train or save_adapter)")
+    merge_cmd.add_argument("--out", required=True, help="output .safetensors file")
+    merge_cmd.set_defaults(func=_merge)
 
     demo = commands.add_parser(
         "demo",

@@ -1,0 +1,94 @@
+"""Users' own data: an ImageFolder tree or CSV files of "path,label".
+
+ImageFolder: ``<root>/<split>/<class name>/<image>`` for split in train, val (optional), test.
+CSV: ``<root>/<split>.csv`` with a header ``path,label``; paths are relative to ``<root>``,
+labels are class indices or class names (names are numbered in sorted order).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from repadapter.data.lists import Sample, TaskData, check_samples, require_dir
+from repadapter.errors import RepAdapterError
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def _finish(name: str, splits: dict[str, list[Sample]], class_names: list[str], root: Path) -> TaskData:
+    if "train" not in splits:
+        raise RepAdapterError(
+            f"{root} has no train split; expected {root}/train (folders) or {root}/train.csv"
+        )
+    if "val" in splits:
+        splits["trainval"] = splits["train"] + splits["val"]
+    for samples in splits.values():
+        check_samples(samples, len(class_names))
+    return TaskData(name, len(class_names), splits, class_names=tuple(class_names))
+
+
+def load_image_folder(root: str | os.PathLike[str]) -> TaskData:
+    """Read ``<root>/{train,val,test}/<class>/<image>``; classes come from ``train``."""
+    root = require_dir(root, "ImageFolder", "<root>/{train,val,test}/<class name>/<image>")
+    train_dir = require_dir(root / "train", "ImageFolder train", "<root>/train/<class name>/<image>")
+    class_names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not class_names:
+        raise RepAdapterError(f"{train_dir} has no class folders")
+    splits = {}
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        samples = []
+        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            if class_dir.name not in class_names:
+                raise RepAdapterError(f"{class_dir}: class {class_dir.name!r} is not among the train classes")
+            label = class_names.index(class_dir.name)
+            for image in sorted(class_dir.rglob("*")):
+                if image.suffix.lower() in IMAGE_SUFFIXES:
+                    samples.append(Sample(image, label, str(image)))
+        if not samples:
+            raise RepAdapterError(f"{split_dir} holds no images")
+        splits[split] = samples
+    return _finish(root.name, splits, class_names, root)
+
+
+def load_csv_folder(root: str | os.PathLike[str]) -> TaskData:
+    """Read ``<root>/{train,val,test}.csv`` ("path,label" rows, paths relative to root)."""
+    root = require_dir(root, "CSV data", "<root>/{train,val,test}.csv with rows 'path,label'")
+    rows: dict[str, list[tuple[str, str, str]]] = {}
+    for split in SPLITS:
+        file = root / f"{split}.csv"
+        if not file.is_file():
+            continue
+        with open(file, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header] != ["path", "label"]:
+                raise RepAdapterError(f"{file}:1: expected the header 'path,label', got {header!r}")
+            rows[split] = []
+            for number, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                    raise RepAdapterError(f"{file}:{number}: expected 'path,label', got {','.join(row)!r}")
+                rows[split].append((row[0].strip(), row[1].strip(), f"{file}:{number}"))
+    labels = {label for split_rows in rows.values() for _, label, _ in split_rows}
+    numeric = all(label.isdigit() for label in labels)
+    if numeric:
+        class_names = [str(i) for i in range(max(int(label) for label in labels) + 1)] if labels else []
+    else:
+        class_names = sorted(labels)
+    splits = {
+        split: [
+            Sample(root / path, int(label) if numeric else class_names.index(label), origin)
+            for path, label, origin in split_rows
+        ]
+        for split, split_rows in rows.items()
+    }
+    return _finish(root.name, splits, class_names, root)

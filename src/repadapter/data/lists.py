@@ -1,0 +1,108 @@
+"""Labelled image lists: reading "relative/path label" files and serving the images.
+
+Every problem is found before training starts where it can be (missing files, malformed
+lines, labels out of range, files that are not images), and is reported with the file and
+line it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from repadapter.errors import RepAdapterError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image and where it was listed (for error messages)."""
+
+    path: Path
+    label: int
+    origin: str
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A classification task: its splits (``train``, ``val``, ``trainval``, ``test``; some may
+    be missing) and its number of classes."""
+
+    name: str
+    num_classes: int
+    splits: dict[str, list[Sample]]
+    group: str | None = None
+    class_names: tuple[str, ...] = field(default=())
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in self.splits:
+            raise RepAdapterError(f"task {self.name} has no {name!r} split; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+
+def read_list(list_file: Path, image_root: Path, num_classes: int | None = None) -> list[Sample]:
+    """Read a "relative/path label" list (paths relative to ``image_root``)."""
+    if not list_file.is_file():
+        raise RepAdapterError(f"split list {list_file} does not exist")
+    samples = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{list_file}:{number}"
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise RepAdapterError(f"{where}: expected 'relative/path label', got {line.strip()!r}")
+        samples.append(Sample(image_root / parts[0], int(parts[1]), where))
+    if not samples:
+        raise RepAdapterError(f"split list {list_file} has no samples")
+    check_samples(samples, num_classes)
+    return samples
+
+
+def check_samples(samples: Sequence[Sample], num_classes: int | None) -> None:
+    """Refuse labels out of range and files that are missing or not images, naming each."""
+    for sample in samples:
+        if sample.label < 0 or (num_classes is not None and sample.label >= num_classes):
+            raise RepAdapterError(
+                f"{sample.origin}: label {sample.label} is out of range for {num_classes} classes"
+            )
+        if not sample.path.is_file():
+            raise RepAdapterError(f"{sample.origin}: image {sample.path} does not exist")
+        try:
+            with Image.open(sample.path) as image:
+                image.size  # noqa: B018 - the header is parsed lazily; touch it
+        except (UnidentifiedImageError, OSError) as err:
+            raise RepAdapterError(f"{sample.origin}: {sample.path} is not a readable image ({err})") from err
+
+
+class ImageListDataset(Dataset):
+    """Images of a sample list, decoded to RGB and passed through ``transform``."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], Any]) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        sample = self.samples[index]
+        try:
+            with Image.open(sample.path) as image:
+                rgb = image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as err:
+            raise RepAdapterError(f"{sample.origin}: cannot decode {sample.path} ({err})") from err
+        return self.transform(rgb), sample.label
+
+
+def require_dir(path: str | os.PathLike[str], what: str, layout: str) -> Path:
+    """``path`` as a Path if it is a folder; else an error that shows the expected layout."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RepAdapterError(f"{what} folder {path} does not exist; expected layout: {layout}")
+    return path

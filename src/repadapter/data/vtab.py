@@ -1,0 +1,102 @@
+"""VTAB-1k in the layout the PETL community uses (NOAH, the official RepAdapter code).
+
+``<root>/<task>/`` holds the images and four lists of "relative/path label" lines:
+``train800.txt``, ``val200.txt``, ``train800val200.txt`` and ``test.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from repadapter.data.lists import TaskData, read_list, require_dir
+from repadapter.errors import RepAdapterError
+
+
+@dataclass(frozen=True)
+class VtabTask:
+    name: str
+    num_classes: int
+    group: str
+
+
+GROUPS = ("natural", "specialized", "structured")
+
+VTAB_TASKS: dict[str, VtabTask] = {
+    t.name: t
+    for t in [
+        VtabTask("cifar", 100, "natural"),
+        VtabTask("caltech101", 102, "natural"),
+        VtabTask("dtd", 47, "natural"),
+        VtabTask("oxford_flowers102", 102, "natural"),
+        VtabTask("oxford_iiit_pet", 37, "natural"),
+        VtabTask("svhn", 10, "natural"),
+        VtabTask("sun397", 397, "natural"),
+        VtabTask("patch_camelyon", 2, "specialized"),
+        VtabTask("eurosat", 10, "specialized"),
+        VtabTask("resisc45", 45, "specialized"),
+        VtabTask("diabetic_retinopathy", 5, "specialized"),
+        VtabTask("clevr_count", 8, "structured"),
+        VtabTask("clevr_dist", 6, "structured"),
+        VtabTask("dmlab", 6, "structured"),
+        VtabTask("kitti", 4, "structured"),
+        VtabTask("dsprites_loc", 16, "structured"),
+        VtabTask("dsprites_ori", 16, "structured"),
+        VtabTask("smallnorb_azi", 18, "structured"),
+        VtabTask("smallnorb_ele", 9, "structured"),
+    ]
+}
+
+SPLIT_FILES = {
+    "train": "train800.txt",
+    "val": "val200.txt",
+    "trainval": "train800val200.txt",
+    "test": "test.txt",
+}
+
+# The official RepAdapter configs' per-task scale s, as (placement "block", placement "attn").
+PAPER_SCALES: dict[str, tuple[float, float]] = {
+    "cifar": (0.1, 0.1),
+    "caltech101": (5, 10),
+    "dtd": (1, 0.1),
+    "oxford_flowers102": (0.5, 0.5),
+    "oxford_iiit_pet": (0.1, 0.5),
+    "svhn": (10, 10),
+    "sun397": (0.1, 0.1),
+    "patch_camelyon": (1, 0.5),
+    "eurosat": (1, 5),
+    "resisc45": (5, 0.1),
+    "diabetic_retinopathy": (0.1, 0.5),
+    "clevr_count": (0.5, 1),
+    "clevr_dist": (0.1, 0.1),
+    "dmlab": (5, 5),
+    "kitti": (5, 1),
+    "dsprites_loc": (5, 10),
+    "dsprites_ori": (0.1, 5),
+    "smallnorb_azi": (10, 10),
+    "smallnorb_ele": (1, 1),
+}
+
+LAYOUT = "<root>/<task>/{train800,val200,train800val200,test}.txt plus the images they list"
+
+
+def vtab_task(name: str) -> VtabTask:
+    if name not in VTAB_TASKS:
+        raise RepAdapterError(f"unknown VTAB-1k task {name!r}; tasks: {', '.join(VTAB_TASKS)}")
+    return VTAB_TASKS[name]
+
+
+def paper_scale(task: str, placement: str) -> float:
+    """The official config's scale for ``task`` and ``placement``."""
+    block, attn = PAPER_SCALES[vtab_task(task).name]
+    return float(block if placement == "block" else attn)
+
+
+def load_vtab_task(task_dir: str | os.PathLike[str]) -> TaskData:
+    """Read one task folder; its name (the folder's name) fixes the class count and group."""
+    folder = require_dir(task_dir, "VTAB-1k task", LAYOUT)
+    task = vtab_task(folder.name)
+    splits = {
+        split: read_list(folder / file, folder, task.num_classes) for split, file in SPLIT_FILES.items()
+    }
+    return TaskData(task.name, task.num_classes, splits, group=task.group)

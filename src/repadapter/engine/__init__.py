@@ -1,0 +1,1 @@
+"""The training engine: recipe, training loop, selection protocol, VTAB suite."""

@@ -1,0 +1,195 @@
+"""Model selection for one task, and the run it reports.
+
+Honest protocol (default, needs a validation split): for each candidate scale, train on
+``train`` and evaluate ``val`` every ``eval_every`` epochs and at the end; the best
+(scale, epoch) on val wins; retrain on ``trainval`` with that scale for that many epochs of
+the same schedule; evaluate ``test`` once. ``--select-on-test`` reproduces the official
+code's protocol instead: train on ``trainval``, evaluate ``test`` every ``eval_every``
+epochs, report the best test accuracy. Every output says which protocol made it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from repadapter.backbones import create_base
+from repadapter.config import RepAdapterConfig
+from repadapter.data.lists import TaskData
+from repadapter.data.transforms import preprocessing
+from repadapter.data.vtab import VTAB_TASKS, paper_scale
+from repadapter.engine.distributed import DistContext
+from repadapter.engine.recipe import SCALE_CANDIDATES, TrainConfig
+from repadapter.engine.trainer import FitResult, evaluate, fit, seed_everything
+from repadapter.errors import RepAdapterError
+from repadapter.files import atomic_write
+from repadapter.model import count_parameters, inject, save_adapter
+
+HONEST = "validation-selected: scale and epoch chosen on val, retrained on train+val, test evaluated once"
+SELECT_ON_TEST = (
+    "SELECT-ON-TEST (official RepAdapter protocol): best test accuracy over evaluations every "
+    "{every} epochs; optimistic, not a held-out estimate"
+)
+FINAL_EPOCH = "final epoch: no validation split, trained for the full schedule, test evaluated once"
+
+
+def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
+    """The scales a run tries: the search set, the official value, or the one given."""
+    if cfg.scale == "auto":
+        return list(SCALE_CANDIDATES)
+    if cfg.scale == "paper":
+        base = task.name if task.name in VTAB_TASKS else None
+        if base is None:
+            raise RepAdapterError(
+                f"--scale paper needs a VTAB-1k task (official values exist only for those); "
+                f"{task.name!r} is not one. Use --scale auto or a number."
+            )
+        return [paper_scale(base, cfg.placement)]
+    return [float(cfg.scale)]
+
+
+def build_model(cfg: TrainConfig, num_classes: int, scale: float) -> nn.Module:
+    """The base model from its source (hub, local file, or random init), injected."""
+    model = create_base(cfg.model, num_classes, cfg.pretrained, cfg.checkpoint, cfg.drop_path, cfg.img_size)
+    adapter = RepAdapterConfig(
+        dim=cfg.dim, groups=cfg.groups, scale=scale, dropout=cfg.dropout, placement=cfg.placement
+    )
+    return inject(model, adapter)
+
+
+def _eval_epochs(cfg: TrainConfig, stop: int) -> set[int]:
+    return {e for e in range(cfg.eval_every, stop + 1, cfg.eval_every)} | {stop}
+
+
+def _run(
+    cfg: TrainConfig,
+    task: TaskData,
+    scale: float,
+    train: str,
+    evals: dict[str, str],
+    run_dir: Path,
+    ctx: DistContext,
+    stop_epoch: int | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, FitResult, dict[str, Any]]:
+    seed_everything(cfg.seed)
+    model = build_model(cfg, task.num_classes, scale)
+    prep = preprocessing(model, cfg.normalization)
+    stop = stop_epoch or cfg.epochs
+    result = fit(
+        model,
+        task.num_classes,
+        task.split(train),
+        {k: task.split(v) for k, v in evals.items()},
+        _eval_epochs(cfg, stop),
+        cfg,
+        prep,
+        ctx,
+        run_dir,
+        stop_epoch=stop,
+        progress=progress,
+    )
+    return model, result, prep
+
+
+def run_task(
+    task: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
+) -> dict[str, Any]:
+    """Select, train and test on ``task``; write ``summary.json`` and ``adapter.safetensors``."""
+    from repadapter.benchmarks.provenance import provenance
+
+    out_dir = Path(out_dir)
+    scales = candidate_scales(task, cfg)
+    search: list[dict[str, Any]] = []
+    if cfg.select_on_test:
+        protocol = SELECT_ON_TEST.format(every=cfg.eval_every)
+        best = None
+        for scale in scales:
+            model, result, prep = _run(
+                cfg,
+                task,
+                scale,
+                "trainval",
+                {"test": "test"},
+                out_dir / f"scale_{scale:g}",
+                ctx,
+                progress=progress,
+            )
+            epoch, acc = max(result.evaluations["test"], key=lambda ea: ea[1])
+            search.append(
+                {"scale": scale, "best_epoch": epoch, "test_acc": acc, "evaluations": result.evaluations}
+            )
+            if best is None or acc > best[2]:
+                best = (scale, epoch, acc, model, result, prep)
+        scale, epoch, test_acc, model, result, prep = best
+        note = (
+            "adapter saved from the last epoch of the best scale's run; its reported epoch was picked on test"
+        )
+    elif "val" in task.splits:
+        protocol = HONEST
+        best = None
+        for scale in scales:
+            _, result, _ = _run(
+                cfg,
+                task,
+                scale,
+                "train",
+                {"val": "val"},
+                out_dir / f"search_scale_{scale:g}",
+                ctx,
+                progress=progress,
+            )
+            epoch, acc = max(result.evaluations["val"], key=lambda ea: (ea[1], -ea[0]))
+            search.append(
+                {"scale": scale, "best_epoch": epoch, "val_acc": acc, "evaluations": result.evaluations}
+            )
+            if best is None or acc > best[2]:
+                best = (scale, epoch, acc)
+        scale, epoch, _ = best
+        model, result, prep = _run(
+            cfg, task, scale, "trainval", {}, out_dir / "final", ctx, stop_epoch=epoch, progress=progress
+        )
+        test_acc = evaluate(model, task.split("test"), prep, cfg, ctx)
+        note = "adapter saved from the final run"
+    else:
+        if len(scales) > 1:
+            raise RepAdapterError(
+                f"task {task.name} has no validation split, so --scale auto cannot choose a scale; "
+                "give --scale <number>, add a val split, or use --select-on-test"
+            )
+        protocol = FINAL_EPOCH
+        scale, epoch = scales[0], cfg.epochs
+        train = "trainval" if "trainval" in task.splits else "train"
+        model, result, prep = _run(cfg, task, scale, train, {}, out_dir / "final", ctx, progress=progress)
+        test_acc = evaluate(model, task.split("test"), prep, cfg, ctx)
+        note = "adapter saved from the final run"
+
+    counts = count_parameters(model)
+    summary = {
+        "task": task.name,
+        "group": task.group,
+        "protocol": protocol,
+        "test_acc": test_acc,
+        "scale": scale,
+        "epoch": epoch,
+        "search": search,
+        "trained_params": counts.trainable,
+        "adapter_params": counts.adapter,
+        "backbone_params": counts.backbone,
+        "trained_percent_of_backbone": 100 * counts.trainable / counts.backbone,
+        "wall_seconds": result.wall_seconds,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "preprocessing": prep,
+        "note": note,
+        "config": cfg.to_dict(),
+        "world_size": ctx.world_size,
+    }
+    if ctx.is_main:
+        save_adapter(model, out_dir / "adapter.safetensors")
+        text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"
+        atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
+    ctx.barrier()
+    return summary

@@ -1,0 +1,103 @@
+"""`repadapter vtab`: every VTAB-1k task (or a chosen subset) and the paper's table.
+
+The table gives each task's test accuracy, the Natural / Specialized / Structured means, the
+paper's average (the mean of the three group means) and the plain mean over tasks, with the
+trained parameter counts and the protocol that produced the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from repadapter.data.lists import require_dir
+from repadapter.data.vtab import GROUPS, LAYOUT, VTAB_TASKS, load_vtab_task
+from repadapter.engine.distributed import DistContext
+from repadapter.engine.protocol import run_task
+from repadapter.engine.recipe import TrainConfig
+from repadapter.errors import RepAdapterError
+from repadapter.files import atomic_write
+
+
+def vtab_table(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Group means, the paper's average and the plain mean (accuracies in percent)."""
+    by_task = {s["task"]: 100 * s["test_acc"] for s in summaries}
+    groups = {
+        group: statistics.fmean(accs) if accs else None
+        for group in GROUPS
+        for accs in [[by_task[t] for t, info in VTAB_TASKS.items() if info.group == group and t in by_task]]
+    }
+    complete = [g for g in GROUPS if groups[g] is not None]
+    return {
+        "tasks": by_task,
+        "group_means": groups,
+        "paper_average": statistics.fmean(groups[g] for g in complete) if complete else None,
+        "paper_average_is_partial": len(complete) < len(GROUPS) or len(by_task) < len(VTAB_TASKS),
+        "plain_mean": statistics.fmean(by_task.values()) if by_task else None,
+        "adapter_params_m": statistics.fmean(s["adapter_params"] for s in summaries) / 1e6,
+        "trained_params_m": statistics.fmean(s["trained_params"] for s in summaries) / 1e6,
+        "protocols": sorted({s["protocol"] for s in summaries}),
+    }
+
+
+def render_table(table: dict[str, Any]) -> str:
+    """The table as Markdown, tasks in the paper's order."""
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = ["| group | task | accuracy (%) |", "|---|---|---|"]
+    for group in GROUPS:
+        for task, info in VTAB_TASKS.items():
+            if info.group == group and task in table["tasks"]:
+                lines.append(f"| {group} | {task} | {fmt(table['tasks'][task])} |")
+        lines.append(f"| **{group} mean** | | **{fmt(table['group_means'][group])}** |")
+    partial = " (partial: not all 19 tasks)" if table["paper_average_is_partial"] else ""
+    lines += [
+        f"| **paper average** (mean of group means){partial} | | **{fmt(table['paper_average'])}** |",
+        f"| plain mean over {len(table['tasks'])} tasks | | {fmt(table['plain_mean'])} |",
+        "",
+        f"Adapter parameters: {table['adapter_params_m']:.3f}M; trained with the head: "
+        f"{table['trained_params_m']:.3f}M (mean over tasks).",
+        "",
+        "Protocol: " + "; ".join(table["protocols"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_vtab(
+    root: str | Path,
+    tasks: list[str] | None,
+    cfg: TrainConfig,
+    out_dir: Path,
+    ctx: DistContext,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``tasks`` (default: all 19 found under ``root``) and write ``vtab_table.md`` and
+    ``vtab_results.json`` to ``out_dir``. Finished tasks (with a summary) are not rerun."""
+    from repadapter.benchmarks.provenance import provenance
+
+    root = require_dir(root, "VTAB-1k root", LAYOUT)
+    names = tasks or [t for t in VTAB_TASKS if (root / t).is_dir()]
+    if not names:
+        raise RepAdapterError(f"{root} holds none of the VTAB-1k task folders ({', '.join(VTAB_TASKS)})")
+    summaries = []
+    for name in names:
+        if name not in VTAB_TASKS:
+            raise RepAdapterError(f"unknown VTAB-1k task {name!r}; tasks: {', '.join(VTAB_TASKS)}")
+        done = out_dir / name / "summary.json"
+        if done.is_file():
+            summaries.append(json.loads(done.read_text()))
+            continue
+        summaries.append(run_task(load_vtab_task(root / name), cfg, out_dir / name, ctx, progress=progress))
+    table = vtab_table(summaries)
+    if ctx.is_main:
+        text = render_table(table)
+        atomic_write(out_dir / "vtab_table.md", lambda tmp: tmp.write_text(text))
+        payload = (
+            json.dumps({"provenance": provenance(), "table": table, "config": cfg.to_dict()}, indent=2) + "\n"
+        )
+        atomic_write(out_dir / "vtab_results.json", lambda tmp: tmp.write_text(payload))
+    return table

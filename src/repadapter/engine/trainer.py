@@ -1,0 +1,311 @@
+"""The training loop: one model, one training split, a fixed schedule, resumable.
+
+Only what an injection trains (adapters, head, extras) is checkpointed, together with the
+optimizer, the RNG states and the metrics so far; the frozen backbone is rebuilt from its
+source. A run resumed from its checkpoint ends with the same numbers as one never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from repadapter.data.lists import ImageListDataset, Sample
+from repadapter.data.transforms import eval_transform, fewshot_train_transform
+from repadapter.engine.distributed import DistContext
+from repadapter.engine.recipe import TrainConfig
+from repadapter.errors import RepAdapterError
+from repadapter.files import atomic_write
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDivergedError(RepAdapterError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """This process's share of each global batch of a seeded per-epoch permutation.
+
+    The permutation depends on the seed and epoch only, global batch k is positions
+    [k*B, (k+1)*B) of it, and process r takes every world_size-th of those, so any number of
+    processes trains on the same global batches. Incomplete last batches are dropped.
+    """
+
+    def __init__(self, size: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        if batch_size % world_size:
+            raise RepAdapterError(
+                f"batch size {batch_size} is not divisible by the {world_size} processes; the global "
+                "batch is split evenly across them"
+            )
+        if size < batch_size:
+            raise RepAdapterError(
+                f"the training split has {size} images, fewer than one batch of {batch_size}"
+            )
+        self.size, self.batch_size, self.rank, self.world_size, self.seed = (
+            size,
+            batch_size,
+            rank,
+            world_size,
+            seed,
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.size // self.batch_size) * (self.batch_size // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        order = order[: (self.size // self.batch_size) * self.batch_size]
+        return iter(order[self.rank :: self.world_size].tolist())
+
+
+@dataclass
+class FitResult:
+    """What a run measured: per-epoch records and its evaluations ``{split: [(epoch, acc)]}``."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+def evaluate(
+    model: nn.Module, samples: list[Sample], prep: dict[str, Any], cfg: TrainConfig, ctx: DistContext
+) -> float:
+    """Top-1 accuracy on ``samples``, each process taking every world_size-th image."""
+    shard = ImageListDataset(samples[ctx.rank :: ctx.world_size], eval_transform(prep))
+    loader = DataLoader(shard, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.inference_mode(), _autocast(cfg, ctx):
+        for images, labels in loader:
+            logits = model(images.to(ctx.device))
+            correct += (logits.argmax(-1).cpu() == labels).sum().item()
+    model.train(was_training)
+    total_correct, total = ctx.all_sum([float(correct), float(len(shard))])
+    return total_correct / total
+
+
+def _autocast(cfg: TrainConfig, ctx: DistContext) -> Any:
+    if cfg.amp == "none":
+        return torch.autocast(ctx.device.type, enabled=False)
+    if cfg.amp == "fp16" and ctx.device.type != "cuda":
+        raise RepAdapterError("amp fp16 needs a CUDA device; use --amp bf16 or --amp none on CPU")
+    return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def _peak_memory(ctx: DistContext) -> int:
+    if ctx.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(ctx.device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(record) + "\n" for record in history)
+    atomic_write(run_dir / METRICS, lambda tmp: tmp.write_text(text))
+
+
+def fit(
+    model: nn.Module,
+    num_classes: int,
+    train: list[Sample],
+    evals: dict[str, list[Sample]],
+    eval_epochs: set[int],
+    cfg: TrainConfig,
+    prep: dict[str, Any],
+    ctx: DistContext,
+    run_dir: Path,
+    stop_epoch: int | None = None,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` (already injected) on ``train`` for epochs 1..stop_epoch of a
+    ``cfg.epochs``-long schedule, evaluating ``evals`` after each epoch in ``eval_epochs``.
+
+    If ``run_dir`` holds a checkpoint, the run continues from it; a finished run just
+    restores its final state.
+    """
+    stop_epoch = stop_epoch or cfg.epochs
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.to(ctx.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=cfg.epochs,
+        lr_min=cfg.min_lr,
+        warmup_t=cfg.warmup_epochs,
+        warmup_lr_init=cfg.warmup_lr,
+    )
+    scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16")
+    result = FitResult()
+    start_epoch = 1
+    checkpoint = run_dir / CHECKPOINT
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        missing = trainable - set(state["trainable"])
+        if missing or state["stop_epoch"] != stop_epoch:
+            raise RepAdapterError(
+                f"{checkpoint} belongs to another run (different trained parameters or length); "
+                "use another output folder"
+            )
+        model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        result.history, result.evaluations = state["history"], state["evaluations"]
+        result.wall_seconds = state["wall_seconds"]
+        start_epoch = state["epoch"] + 1
+
+    if cfg.augment == "fewshot":
+        train_transform = fewshot_train_transform(prep)
+        mixup = Mixup(
+            mixup_alpha=cfg.mixup,
+            cutmix_alpha=cfg.cutmix,
+            label_smoothing=cfg.label_smoothing,
+            num_classes=num_classes,
+            mode="batch",
+            prob=1.0,
+            switch_prob=0.5,
+        )
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    else:
+        train_transform, mixup, criterion = eval_transform(prep), None, nn.CrossEntropyLoss()
+    sampler = GlobalBatchSampler(len(train), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
+    loader = DataLoader(
+        ImageListDataset(train, train_transform),
+        batch_size=cfg.batch_size // ctx.world_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    step_model: nn.Module = model
+    if ctx.world_size > 1:
+        step_model = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+
+    show = progress and ctx.is_main
+    epochs = tqdm(
+        range(start_epoch, stop_epoch + 1),
+        desc="epochs",
+        disable=not show,
+        initial=start_epoch - 1,
+        total=stop_epoch,
+    )
+    for epoch in epochs:
+        began = time.perf_counter()
+        scheduler.step(epoch - 1)
+        sampler.set_epoch(epoch)
+        model.train()
+        loss_sum = correct = seen = 0.0
+        for step, (images, labels) in enumerate(
+            tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show)
+        ):
+            images, labels = (
+                images.to(ctx.device, non_blocking=True),
+                labels.to(ctx.device, non_blocking=True),
+            )
+            targets = labels
+            if mixup is not None:
+                images, targets = mixup(images, labels)
+            with _autocast(cfg, ctx):
+                logits = step_model(images)
+                loss = criterion(logits.float(), targets)
+            finite = ctx.all_sum([float(torch.isfinite(loss).item())])[0] == ctx.world_size
+            if not finite:
+                kept = checkpoint if checkpoint.exists() else "none (first epoch)"
+                raise TrainingDivergedError(
+                    f"the training loss became {loss.item()} at epoch {epoch}, step {step + 1}; stopped. "
+                    f"The last good checkpoint is {kept}. Lower --lr or --scale, or use --amp none."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(-1) == labels).sum().item() if mixup is None else 0
+            seen += len(labels)
+        loss_sum, correct, seen = ctx.all_sum([loss_sum, correct, seen])
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / seen,
+            "train_acc": None if mixup is not None else correct / seen,
+        }
+        if epoch in eval_epochs:
+            accs = {split: evaluate(model, samples, prep, cfg, ctx) for split, samples in evals.items()}
+            for split, acc in accs.items():
+                result.evaluations.setdefault(split, []).append((epoch, acc))
+                record[f"{split}_acc"] = acc
+            if on_eval is not None:
+                on_eval(epoch, accs)
+        result.wall_seconds += time.perf_counter() - began
+        record["seconds"] = time.perf_counter() - began
+        result.history.append(record)
+        epochs.set_postfix(loss=f"{record['train_loss']:.4f}")
+        if ctx.is_main:
+            state = {
+                "epoch": epoch,
+                "stop_epoch": stop_epoch,
+                "trainable": {n: t.detach().cpu() for n, t in model.state_dict().items() if n in trainable},
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "history": result.history,
+                "evaluations": result.evaluations,
+                "wall_seconds": result.wall_seconds,
+                "config": cfg.to_dict(),
+            }
+            atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            _write_metrics(run_dir, result.history)
+        ctx.barrier()
+    result.peak_memory_bytes = _peak_memory(ctx)
+    return result

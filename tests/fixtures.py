@@ -1,0 +1,94 @@
+"""Small data trees in the exact on-disk layouts the loaders read, made by the tests.
+
+Each image is a 16x16 PNG whose colour says its class (plus noise), so a tiny ViT learns it in
+a few epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PALETTE = np.array(
+    [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]
+)
+
+
+def write_image(path: Path, label: int, rng: np.random.Generator, size: int = 16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = PALETTE[label % len(PALETTE)] + rng.normal(0, 25, (size, size, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+
+
+def _samples(folder: Path, prefix: str, count: int, classes: int, rng: np.random.Generator) -> list[str]:
+    lines = []
+    for i in range(count):
+        label = i % classes
+        rel = f"images/{prefix}_{i:04d}.png"
+        write_image(folder / rel, label, rng)
+        lines.append(f"{rel} {label}")
+    return lines
+
+
+def make_vtab_task(
+    root: Path, task: str, train: int = 16, val: int = 8, test: int = 12, classes: int = 2, seed: int = 0
+) -> Path:
+    """``<root>/<task>/`` with images and the four VTAB-1k split lists."""
+    rng = np.random.default_rng(seed)
+    folder = root / task
+    train_lines = _samples(folder, "train", train, classes, rng)
+    val_lines = _samples(folder, "val", val, classes, rng)
+    test_lines = _samples(folder, "test", test, classes, rng)
+    for name, lines in [
+        ("train800.txt", train_lines),
+        ("val200.txt", val_lines),
+        ("train800val200.txt", train_lines + val_lines),
+        ("test.txt", test_lines),
+    ]:
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def make_fewshot_dataset(
+    root: Path, name: str = "fgvc-aircraft", shots: int = 2, seed: int = 0, classes: int = 3, test: int = 9
+) -> Path:
+    """``<root>/<name>/images/{train,test}`` with the K-shot train list and the test list."""
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    train_lines, test_lines = [], []
+    for c in range(classes):
+        for k in range(shots):
+            rel = f"class{c}/img{k}.png"
+            write_image(folder / "images" / "train" / rel, c, rng)
+            train_lines.append(f"{rel} {c}")
+    for i in range(test):
+        rel = f"class{i % classes}/test{i}.png"
+        write_image(folder / "images" / "test" / rel, i % classes, rng)
+        test_lines.append(f"{rel} {i % classes}")
+    (folder / f"train_meta.list.num_shot_{shots}.seed_{seed}").write_text("\n".join(train_lines) + "\n")
+    (folder / "test_meta.list").write_text("\n".join(test_lines) + "\n")
+    return folder
+
+
+def make_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for label, name in enumerate(classes):
+            for i in range(per_class):
+                write_image(root / split / name / f"{i}.png", label, rng)
+    return root
+
+
+def make_csv_folder(root: Path, labels: tuple[str, ...] = ("cat", "dog"), per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        rows = ["path,label"]
+        for label, name in enumerate(labels):
+            for i in range(per_class):
+                rel = f"img/{split}_{name}_{i}.png"
+                write_image(root / rel, label, rng)
+                rows.append(f"{rel},{name}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
