@@ -92,3 +92,23 @@ def make_csv_folder(root: Path, labels: tuple[str, ...] = ("cat", "dog"), per_cl
                 rows.append(f"{rel},{name}")
         (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def tiny_recipe(**overrides):
+    """A recipe that trains a 32-pixel ViT-Tiny on the fixture trees in seconds."""
+    from repadapter.engine.recipe import TrainConfig
+
+    settings = dict(
+        model="vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        epochs=4,
+        warmup_epochs=1,
+        batch_size=8,
+        eval_batch_size=16,
+        eval_every=2,
+        workers=0,
+        scale="1",
+        device="cpu",
+    )
+    return TrainConfig(**{**settings, **overrides})

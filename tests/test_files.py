@@ -1,6 +1,7 @@
 """Adapter files: round trips, size, what they record, and every way a bad file is refused."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -137,3 +138,13 @@ def test_writing_into_a_missing_folder_names_it(saved, tmp_path):
     model, _ = saved
     with pytest.raises(ra.RepAdapterError, match="folder .*nope does not exist"):
         ra.save_adapter(model, tmp_path / "nope" / "a.safetensors")
+
+
+def test_written_files_get_ordinary_permissions(saved):
+    _, path = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    atomic_write(path, lambda tmp: tmp.write_bytes(b"x"))
+    assert path.stat().st_mode & 0o777 == 0o640

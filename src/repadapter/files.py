@@ -28,6 +28,15 @@ METADATA_KEY = "repadapter"
 FORMAT_VERSION = 1
 
 
+def _file_mode(path: Path) -> int:
+    """The replaced file's permissions, or what the umask gives a new file (mkstemp uses 0600)."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
@@ -42,6 +51,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+import torch
+
+from repadapter import RepAdapterError
+from repadapter.data import load_task, load_vtab_task
+from repadapter.engine.distributed import DistContext
+from repadapter.engine.protocol import HONEST, candidate_scales, run_task
+from repadapter.engine.recipe import SCALE_CANDIDATES
+from tests.fixtures import make_fewshot_dataset, make_image_folder, make_vtab_task, tiny_recipe
+
+CPU = DistContext(0, 1, torch.device("cpu"))
+
+
+def test_candidate_scales(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "dtd"))
+    assert candidate_scales(task, tiny_recipe(scale="auto")) == list(SCALE_CANDIDATES)
+    assert candidate_scales(task, tiny_recipe(scale="paper", placement="block")) == [1.0]
+    assert candidate_scales(task, tiny_recipe(scale="paper", placement="attn")) == [0.1]
+    assert candidate_scales(task, tiny_recipe(scale="2.5")) == [2.5]
+    folder = load_task(f"folder:{make_image_folder(tmp_path / 'mine')}")
+    with pytest.raises(RepAdapterError, match="--scale paper needs a VTAB-1k task"):
+        candidate_scales(folder, tiny_recipe(scale="paper"))
+
+
+def test_honest_protocol_selects_on_val_retrains_and_tests_once(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8, test=12))
+    cfg = tiny_recipe(scale="auto", epochs=2, eval_every=1)
+    summary = run_task(task, cfg, tmp_path / "run", CPU, progress=False)
+    assert summary["protocol"] == HONEST
+    assert [s["scale"] for s in summary["search"]] == list(SCALE_CANDIDATES)
+    best = max(summary["search"], key=lambda s: s["val_acc"])
+    assert (summary["scale"], summary["epoch"]) == (best["scale"], best["best_epoch"])
+    assert all("test" not in s["evaluations"] for s in summary["search"])
+    final = [
+        json.loads(line) for line in (tmp_path / "run" / "final" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(final) == summary["epoch"] and all("test_acc" not in r for r in final)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["provenance"]["git_commit"] is None or len(saved["provenance"]["git_commit"]) == 40
+    assert saved["preprocessing"]["normalization"] == "model"
+    assert 0 < saved["trained_percent_of_backbone"] < 5 and saved["peak_memory_bytes"] > 0
+    assert (tmp_path / "run" / "adapter.safetensors").is_file()
+
+
+def test_select_on_test_is_labelled(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat"))
+    summary = run_task(
+        task, tiny_recipe(select_on_test=True, eval_every=1, epochs=2), tmp_path / "r", CPU, progress=False
+    )
+    assert summary["protocol"].startswith("SELECT-ON-TEST (official RepAdapter protocol)")
+    assert summary["test_acc"] == max(acc for _, acc in summary["search"][0]["evaluations"]["test"])
+
+
+def test_without_val_split_auto_scale_is_refused_and_a_fixed_scale_runs(tmp_path):
+    folder = make_fewshot_dataset(tmp_path, "oxford_pets", shots=4, classes=2, test=6)
+    task = load_task(f"fewshot:{folder}", shots=4, fewshot_seed=0)
+    with pytest.raises(RepAdapterError, match="no validation split, so --scale auto cannot choose"):
+        run_task(task, tiny_recipe(scale="auto"), tmp_path / "a", CPU, progress=False)
+    summary = run_task(task, tiny_recipe(augment="fewshot", epochs=2), tmp_path / "b", CPU, progress=False)
+    assert summary["protocol"].startswith("final epoch")
+    history = [
+        json.loads(line) for line in (tmp_path / "b" / "final" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert history[0]["train_acc"] is None  # mixup targets: no plain training accuracy

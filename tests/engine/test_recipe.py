@@ -1,0 +1,44 @@
+import pytest
+
+from repadapter import RepAdapterError
+from repadapter.engine.recipe import TrainConfig, resolve_config
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.warmup_epochs) == (
+        1e-3,
+        1e-4,
+        64,
+        100,
+        10,
+    )
+    assert (cfg.min_lr, cfg.drop_path, cfg.augment, cfg.dim, cfg.groups) == (1e-5, 0.1, "none", 8, 2)
+    assert cfg.normalization == "model" and not cfg.select_on_test
+
+
+def test_yaml_then_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 0.005\nepochs: 20\nscale: 0.5\n")
+    cfg = resolve_config(path, epochs=30, batch_size=None)
+    assert (cfg.lr, cfg.epochs, cfg.scale, cfg.batch_size) == (0.005, 30, "0.5", 64)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lr: [1\n", "is not valid YAML"),
+        ("learning_rate: 1\n", "unknown settings \\['learning_rate'\\]"),
+        ("- 1\n", "must hold a mapping"),
+        ("scale: big\n", "scale must be 'auto', 'paper' or a number"),
+        ("warmup_epochs: 100\n", "0 <= warmup_epochs < epochs"),
+        ("amp: fp8\n", "amp must be one of"),
+    ],
+)
+def test_bad_config_files_are_explained(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(RepAdapterError, match=message):
+        resolve_config(path)
+    with pytest.raises(RepAdapterError, match="does not exist"):
+        resolve_config(tmp_path / "none.yaml")

@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from repadapter.engine.suite import render_table, vtab_table
+from tests.fixtures import make_vtab_task
+
+
+def summary(task, acc, group):
+    return {
+        "task": task,
+        "group": group,
+        "test_acc": acc,
+        "adapter_params": 240_000,
+        "trained_params": 300_000,
+        "protocol": "p",
+    }
+
+
+def test_table_means_follow_the_paper():
+    summaries = [
+        summary("cifar", 0.70, "natural"),
+        summary("dtd", 0.50, "natural"),
+        summary("eurosat", 0.90, "specialized"),
+        summary("kitti", 0.30, "structured"),
+    ]
+    table = vtab_table(summaries)
+    assert table["group_means"] == pytest.approx({"natural": 60.0, "specialized": 90.0, "structured": 30.0})
+    assert table["paper_average"] == pytest.approx(60.0)  # mean of the group means
+    assert table["plain_mean"] == pytest.approx(60.0)  # (70 + 50 + 90 + 30) / 4
+    assert table["paper_average_is_partial"]
+    text = render_table(table)
+    assert "| natural | cifar | 70.0 |" in text and "**paper average** (mean of group means) (partial" in text
+
+
+def test_vtab_command_end_to_end_on_a_three_task_tree(tmp_path):
+    for task in ("cifar", "eurosat", "clevr_count"):
+        make_vtab_task(tmp_path / "vtab", task, train=16, val=8, test=8)
+    command = [
+        sys.executable,
+        "-m",
+        "repadapter.cli",
+        "vtab",
+        "--root",
+        str(tmp_path / "vtab"),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        "vit_tiny_patch16_224",
+        "--no-pretrained",
+        "--img-size",
+        "32",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--scale",
+        "paper",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "paper average" in run.stdout
+    results = json.loads((tmp_path / "out" / "vtab_results.json").read_text())
+    assert set(results["table"]["tasks"]) == {"cifar", "eurosat", "clevr_count"}
+    assert results["table"]["group_means"]["specialized"] == results["table"]["tasks"]["eurosat"]
+    assert (
+        json.loads((tmp_path / "out" / "eurosat" / "summary.json").read_text())["scale"] == 1.0
+    )  # paper block
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "paper average" in resumed.stdout

@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+
+from repadapter import RepAdapterError
+from repadapter.data import load_vtab_task
+from repadapter.data.transforms import preprocessing
+from repadapter.engine import trainer
+from repadapter.engine.distributed import DistContext
+from repadapter.engine.protocol import build_model
+from repadapter.engine.trainer import GlobalBatchSampler, TrainingDivergedError, fit, seed_everything
+from tests.fixtures import make_vtab_task, tiny_recipe
+
+CPU = DistContext(0, 1, torch.device("cpu"))
+
+
+def test_processes_share_out_the_same_global_batches():
+    single = list(GlobalBatchSampler(22, 8, 0, 1, seed=3))
+    ranks = [list(GlobalBatchSampler(22, 8, r, 2, seed=3)) for r in (0, 1)]
+    assert len(single) == 16  # two full batches; the rest is dropped
+    for k in range(2):
+        global_batch = set(single[8 * k : 8 * k + 8])
+        assert set(ranks[0][4 * k : 4 * k + 4]) | set(ranks[1][4 * k : 4 * k + 4]) == global_batch
+    with pytest.raises(RepAdapterError, match="batch size 8 is not divisible by the 3 processes"):
+        GlobalBatchSampler(22, 8, 0, 3, seed=3)
+
+
+def _fit(task, cfg, run_dir):
+    seed_everything(cfg.seed)
+    model = build_model(cfg, task.num_classes, 1.0)
+    result = fit(
+        model,
+        task.num_classes,
+        task.split("train"),
+        {"val": task.split("val")},
+        {2, 4},
+        cfg,
+        preprocessing(model),
+        CPU,
+        run_dir,
+        progress=False,
+    )
+    return model, result
+
+
+def test_a_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=24, val=8))
+    cfg = tiny_recipe()  # adapter dropout and drop-path on: the RNG state must be restored too
+    model_a, result_a = _fit(task, cfg, tmp_path / "a")
+
+    writes = []
+    real = trainer._write_metrics
+
+    def killed_after_two_epochs(run_dir, history):
+        writes.append(len(history))
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real(run_dir, history)
+
+    monkeypatch.setattr(trainer, "_write_metrics", killed_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(task, cfg, tmp_path / "b")
+    monkeypatch.setattr(trainer, "_write_metrics", real)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    model_b, result_b = _fit(task, cfg, tmp_path / "b")
+
+    assert [r["epoch"] for r in result_b.history] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in result_b.history] == [r["train_loss"] for r in result_a.history]
+    assert result_b.evaluations == result_a.evaluations
+    trained = [n for n, p in model_a.named_parameters() if p.requires_grad]
+    assert all(torch.equal(model_a.state_dict()[n], model_b.state_dict()[n]) for n in trained)
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    cfg = tiny_recipe()
+    seed_everything(cfg.seed)
+    model = build_model(cfg, task.num_classes, 1.0)
+    calls = []
+
+    def poison(module, args):  # the third training batch (epoch 2) gets a NaN input
+        if module.training:
+            calls.append(1)
+            if len(calls) == 3:
+                return (args[0] * float("nan"),)
+        return None
+
+    model.register_forward_pre_hook(poison)
+    with pytest.raises(TrainingDivergedError, match="became nan at epoch 2, step 1.*checkpoint.pt"):
+        fit(
+            model,
+            10,
+            task.split("train"),
+            {},
+            set(),
+            cfg,
+            preprocessing(model),
+            CPU,
+            tmp_path / "run",
+            progress=False,
+        )
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert saved["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
+
+
+def test_a_checkpoint_of_another_run_is_not_reused(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    cfg = tiny_recipe(epochs=2)
+    _fit(task, cfg, tmp_path / "run")
+    seed_everything(cfg.seed)
+    model = build_model(cfg, task.num_classes, 1.0)
+    with pytest.raises(RepAdapterError, match="belongs to another run"):
+        fit(
+            model,
+            10,
+            task.split("train"),
+            {},
+            set(),
+            cfg,
+            preprocessing(model),
+            CPU,
+            tmp_path / "run",
+            stop_epoch=1,
+            progress=False,
+        )
