@@ -45,3 +45,75 @@ def test_bad_input_is_an_error_message_not_a_traceback(capsys):
 def test_unknown_model_is_an_error_message(capsys):
     assert main(["params", "--model", "vit_nope"]) == 2
     assert "unknown model 'vit_nope'" in capsys.readouterr().err
+
+
+def test_train_merge_eval_from_a_local_base_checkpoint(tmp_path, capsys):
+    import timm
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.fixtures import make_vtab_task
+
+    torch.manual_seed(0)
+    base = timm.create_model("vit_tiny_patch16_224", img_size=32)  # 1000 classes: timm drops that head
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    make_vtab_task(tmp_path, "eurosat", train=16, val=8, test=8)
+    (tmp_path / "recipe.yaml").write_text(
+        "epochs: 2\nwarmup_epochs: 1\nbatch_size: 8\nscale: 1\nworkers: 0\n"
+    )
+    model_args = ["--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "base.safetensors")]
+    model_args += ["--img-size", "32"]
+    data = ["--data", f"vtab:{tmp_path / 'eurosat'}"]
+    run = tmp_path / "run"
+    train = ["train", *data, *model_args, "--config", str(tmp_path / "recipe.yaml"), "--device", "cpu"]
+    assert main([*train, "--out", str(run), "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert "epochs: 2" in (run / "config.yaml").read_text()
+
+    deploy = tmp_path / "deploy.safetensors"
+    assert (
+        main(["merge", *model_args, "--adapter", str(run / "adapter.safetensors"), "--out", str(deploy)]) == 0
+    )
+    vanilla = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10)
+    vanilla.load_state_dict(load_file(deploy), strict=True)  # a plain timm model
+    capsys.readouterr()
+    adapter_eval = [
+        "eval",
+        *data,
+        *model_args,
+        "--adapter",
+        str(run / "adapter.safetensors"),
+        "--workers",
+        "0",
+    ]
+    merged_eval = [
+        "eval",
+        *data,
+        "--model",
+        "vit_tiny_patch16_224",
+        "--img-size",
+        "32",
+        "--weights",
+        str(deploy),
+    ]
+    assert main(adapter_eval) == 0 and main([*merged_eval, "--workers", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == lines[1]  # the same accuracy before and after merging
+    summary = json.loads((run / "summary.json").read_text())
+    assert f"{100 * summary['test_acc']:.2f}%" in lines[0]
+
+
+def test_train_refuses_to_overwrite_and_explains_bad_input(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.txt").write_text("keep me")
+    from tests.fixtures import make_vtab_task
+
+    make_vtab_task(tmp_path, "dtd")
+    args = ["train", "--data", f"vtab:{tmp_path / 'dtd'}", "--no-pretrained", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "old.txt").read_text() == "keep me"
+    assert main(["train", "--data", "vtab", "--no-pretrained"]) == 2
+    assert "is not 'kind:path'" in capsys.readouterr().err
+    assert main(["eval", "--model", "vit_tiny_patch16_224", "--data", f"vtab:{tmp_path / 'dtd'}"]) == 2
+    assert "exactly one of --adapter" in capsys.readouterr().err

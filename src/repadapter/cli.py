@@ -69,6 +69,14 @@ def _verify(args: argparse.Namespace) -> None:
                         f"{row.max_condition:9.1f}",
                         flush=True,
                     )
+    print("\nworst case per model (unmerge error relative to its float32 bound cond(M) * 2^-24):")
+    for spec in args.models:
+        mine = [r for r in rows if r["model"] == spec]
+        ratio = max(r["max_rel_weight_error"] / r["unmerge_error_bound"] for r in mine)
+        print(
+            f"  {spec:40s} max|dlogit| {max(r['max_abs_logit_diff'] for r in mine):.2e}  "
+            f"unmerge rel {max(r['max_rel_weight_error'] for r in mine):.2e}  (at most {ratio:.2f} x bound)"
+        )
     if args.json:
         print(f"wrote {write_result(args.json, {'exactness': rows})}")
 

@@ -127,3 +127,27 @@ def test_a_checkpoint_of_another_run_is_not_reused(tmp_path):
             stop_epoch=1,
             progress=False,
         )
+
+
+def test_bf16_autocast_trains_and_fp16_needs_cuda(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    _, result = _fit(task, tiny_recipe(amp="bf16", epochs=2), tmp_path / "bf16")
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in result.history)
+    with pytest.raises(RepAdapterError, match="amp fp16 needs a CUDA device"):
+        _fit(task, tiny_recipe(amp="fp16", epochs=2), tmp_path / "fp16")
+
+
+def test_compile_wraps_the_training_model(tmp_path, monkeypatch):
+    # Inductor takes minutes on 2 cores; dynamo's eager backend still traces the injected model.
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(model):
+        compiled.append(model)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    model, result = _fit(task, tiny_recipe(compile=True, epochs=2), tmp_path / "c")
+    assert compiled and compiled[0] is model
+    assert len(result.history) == 2
