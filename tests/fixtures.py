@@ -112,3 +112,22 @@ def tiny_recipe(**overrides):
         device="cpu",
     )
     return TrainConfig(**{**settings, **overrides})
+
+
+# Command-line flags for the same tiny recipe, for tests that run the CLI in a subprocess.
+TINY_CLI_FLAGS = [
+    "--model",
+    "vit_tiny_patch16_224",
+    "--no-pretrained",
+    "--img-size",
+    "32",
+    "--warmup-epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--quiet",
+]

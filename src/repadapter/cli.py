@@ -18,14 +18,15 @@ if TYPE_CHECKING:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from repadapter.benchmarks.provenance import write_result
+    from repadapter.benchmarks.provenance import provenance, write_result
     from repadapter.demo import DemoSettings, run_demo
 
+    made_by = provenance()
     names = {f.name for f in dataclasses.fields(DemoSettings)}
     settings = DemoSettings(**{k: v for k, v in vars(args).items() if k in names})
     result = run_demo(settings)
     if args.json:
-        print(f"wrote {write_result(args.json, {'demo': result})}")
+        print(f"wrote {write_result(args.json, {'demo': result}, made_by)}")
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -51,8 +52,9 @@ def _params(args: argparse.Namespace) -> None:
 
 def _verify(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.exactness import check_exactness
-    from repadapter.benchmarks.provenance import write_result
+    from repadapter.benchmarks.provenance import provenance, write_result
 
+    made_by = provenance()
     rows = []
     header = ("model", "placement", "groups", "scale", "max|dlogit|", "unmerge rel", "cond(M)")
     print("{:40s} {:9s} {:>6s} {:>6s} {:>12s} {:>12s} {:>9s}".format(*header))
@@ -78,7 +80,7 @@ def _verify(args: argparse.Namespace) -> None:
             f"unmerge rel {max(r['max_rel_weight_error'] for r in mine):.2e}  (at most {ratio:.2f} x bound)"
         )
     if args.json:
-        print(f"wrote {write_result(args.json, {'exactness': rows})}")
+        print(f"wrote {write_result(args.json, {'exactness': rows}, made_by)}")
 
 
 RECIPE_HELP = {

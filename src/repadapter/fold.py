@@ -72,6 +72,12 @@ class AffineMap:
         return self.shift - self.scale * self.up @ (k_inv @ (self.down @ self.shift))
 
 
+def _move_sink_bias(bias_sink: nn.Module, affine: AffineMap, where: str, sign: float) -> None:
+    """Add (sign=1) or take back (sign=-1) the norm-bias offset ``M^-1 @ shift``."""
+    bias = bias_sink.bias
+    bias.copy_((bias.double() + sign * affine.inverse_shift(where)).to(bias.dtype))
+
+
 def fold_into(
     consumers: Sequence[nn.Linear],
     bias_sink: nn.Module | None,
@@ -95,9 +101,7 @@ def fold_into(
                 layer.bias.copy_((layer.bias.double() + weight @ affine.shift).to(layer.bias.dtype))
             layer.weight.copy_(affine.right_multiply(weight).to(layer.weight.dtype))
         if bias_sink is not None:
-            sink_bias = bias_sink.bias
-            delta = affine.inverse_shift(where)
-            sink_bias.copy_((sink_bias.double() + delta).to(sink_bias.dtype))
+            _move_sink_bias(bias_sink, affine, where, sign=1.0)
 
 
 def unfold_from(
@@ -114,6 +118,4 @@ def unfold_from(
                 layer.bias.copy_((layer.bias.double() - weight @ affine.shift).to(layer.bias.dtype))
             layer.weight.copy_(weight.to(layer.weight.dtype))
         if bias_sink is not None:
-            sink_bias = bias_sink.bias
-            delta = affine.inverse_shift(where)
-            sink_bias.copy_((sink_bias.double() - delta).to(sink_bias.dtype))
+            _move_sink_bias(bias_sink, affine, where, sign=-1.0)

@@ -7,42 +7,32 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from tests.fixtures import make_vtab_task
+from tests.fixtures import TINY_CLI_FLAGS, make_vtab_task
 
 
 def test_two_gloo_processes_match_one(tmp_path):
     make_vtab_task(tmp_path, "eurosat", train=32, val=8, test=16)
+    data = f"vtab:{tmp_path / 'eurosat'}"
     common = [
         "-m",
         "repadapter.cli",
         "train",
         "--data",
-        f"vtab:{tmp_path / 'eurosat'}",
-        "--model",
-        "vit_tiny_patch16_224",
-        "--no-pretrained",
-        "--img-size",
-        "32",
+        data,
+        *TINY_CLI_FLAGS,
         "--epochs",
         "3",
-        "--warmup-epochs",
-        "1",
-        "--batch-size",
-        "8",
         "--scale",
         "1",
+    ]
+    common += [
         "--eval-every",
         "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
         "--dropout",
         "0",
         "--drop-path",
         "0",
-        "--quiet",
-    ]
+    ]  # no randomness that differs per process
     single = subprocess.run(
         [sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300
     )

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from repadapter.engine.suite import render_table, vtab_table
-from tests.fixtures import make_vtab_task
+from tests.fixtures import TINY_CLI_FLAGS, make_vtab_task
 
 
 def summary(task, acc, group):
@@ -38,34 +38,9 @@ def test_table_means_follow_the_paper():
 def test_vtab_command_end_to_end_on_a_three_task_tree(tmp_path):
     for task in ("cifar", "eurosat", "clevr_count"):
         make_vtab_task(tmp_path / "vtab", task, train=16, val=8, test=8)
-    command = [
-        sys.executable,
-        "-m",
-        "repadapter.cli",
-        "vtab",
-        "--root",
-        str(tmp_path / "vtab"),
-        "--out",
-        str(tmp_path / "out"),
-        "--model",
-        "vit_tiny_patch16_224",
-        "--no-pretrained",
-        "--img-size",
-        "32",
-        "--epochs",
-        "2",
-        "--warmup-epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--scale",
-        "paper",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
+    root, out = str(tmp_path / "vtab"), str(tmp_path / "out")
+    command = [sys.executable, "-m", "repadapter.cli", "vtab", "--root", root, "--out", out, *TINY_CLI_FLAGS]
+    command += ["--epochs", "2", "--scale", "paper"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "paper average" in run.stdout

@@ -26,22 +26,27 @@ def test_processes_share_out_the_same_global_batches():
         GlobalBatchSampler(22, 8, 0, 3, seed=3)
 
 
-def _fit(task, cfg, run_dir):
-    seed_everything(cfg.seed)
-    model = build_model(cfg, task.num_classes, 1.0)
-    result = fit(
+def _train(model, task, cfg, run_dir, evals=None, **kwargs):
+    split = {name: task.split(name) for name in evals or ()}
+    return fit(
         model,
         task.num_classes,
         task.split("train"),
-        {"val": task.split("val")},
+        split,
         {2, 4},
         cfg,
         preprocessing(model),
         CPU,
         run_dir,
         progress=False,
+        **kwargs,
     )
-    return model, result
+
+
+def _fit(task, cfg, run_dir):
+    seed_everything(cfg.seed)
+    model = build_model(cfg, task.num_classes, 1.0)
+    return model, _train(model, task, cfg, run_dir, evals=("val",))
 
 
 def test_a_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
@@ -90,18 +95,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     model.register_forward_pre_hook(poison)
     with pytest.raises(TrainingDivergedError, match="became nan at epoch 2, step 1.*checkpoint.pt"):
-        fit(
-            model,
-            10,
-            task.split("train"),
-            {},
-            set(),
-            cfg,
-            preprocessing(model),
-            CPU,
-            tmp_path / "run",
-            progress=False,
-        )
+        _train(model, task, cfg, tmp_path / "run")
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
@@ -114,19 +108,7 @@ def test_a_checkpoint_of_another_run_is_not_reused(tmp_path):
     seed_everything(cfg.seed)
     model = build_model(cfg, task.num_classes, 1.0)
     with pytest.raises(RepAdapterError, match="belongs to another run"):
-        fit(
-            model,
-            10,
-            task.split("train"),
-            {},
-            set(),
-            cfg,
-            preprocessing(model),
-            CPU,
-            tmp_path / "run",
-            stop_epoch=1,
-            progress=False,
-        )
+        _train(model, task, cfg, tmp_path / "run", stop_epoch=1)
 
 
 def test_bf16_autocast_trains_and_fp16_needs_cuda(tmp_path):

@@ -66,8 +66,14 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def write_result(path: str | os.PathLike[str], result: dict[str, Any]) -> Path:
-    """Write ``result`` with its provenance as indented JSON, atomically."""
-    payload = {"provenance": provenance(), **result}
+def write_result(
+    path: str | os.PathLike[str], result: dict[str, Any], made_by: dict[str, Any] | None = None
+) -> Path:
+    """Write ``result`` with its provenance as indented JSON, atomically.
+
+    Pass ``made_by=provenance()`` taken when the work started: the code that ran is the code
+    at the start, even if the working tree changes while a long command runs.
+    """
+    payload = {"provenance": made_by or provenance(), **result}
     text = json.dumps(payload, indent=2) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
