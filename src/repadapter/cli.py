@@ -145,16 +145,19 @@ def _recipe(args: argparse.Namespace) -> TrainConfig:
     return resolve_config(args.config, **{k: v for k, v in vars(args).items() if k in names})
 
 
-def _prepare_out(out: Path, resume: bool, cfg: TrainConfig) -> None:
-    """Refuse to overwrite a run unless resuming it; save the resolved config."""
-    import yaml
-
-    from repadapter.files import atomic_write
-
+def _refuse_overwrite(out: Path, resume: bool) -> None:
+    """Every process checks before the process group forms, so all of them stop together."""
     if out.exists() and any(out.iterdir()) and not resume:
         raise RepAdapterError(
             f"output folder {out} already holds a run; pass --resume to continue it or pick another --out"
         )
+
+
+def _save_config(out: Path, cfg: TrainConfig) -> None:
+    import yaml
+
+    from repadapter.files import atomic_write
+
     out.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text))
@@ -168,10 +171,11 @@ def _train(args: argparse.Namespace) -> None:
     cfg = _recipe(args)
     task = load_task(args.data, args.shots, args.fewshot_seed)
     out = Path(args.out or Path("runs") / task.name)
+    _refuse_overwrite(out, args.resume)
     ctx = distributed.setup(cfg.device)
     try:
         if ctx.is_main:
-            _prepare_out(out, args.resume, cfg)
+            _save_config(out, cfg)
         ctx.barrier()
         summary = run_task(task, cfg, out, ctx, progress=not args.quiet)
     finally:
@@ -194,10 +198,11 @@ def _vtab(args: argparse.Namespace) -> None:
 
     cfg = _recipe(args)
     out = Path(args.out)
+    _refuse_overwrite(out, args.resume)
     ctx = distributed.setup(cfg.device)
     try:
         if ctx.is_main:
-            _prepare_out(out, args.resume, cfg)
+            _save_config(out, cfg)
         ctx.barrier()
         table = run_vtab(args.root, args.tasks, cfg, out, ctx, progress=not args.quiet)
     finally:
