@@ -112,8 +112,6 @@ def evaluate(
 def _autocast(cfg: TrainConfig, ctx: DistContext) -> Any:
     if cfg.amp == "none":
         return torch.autocast(ctx.device.type, enabled=False)
-    if cfg.amp == "fp16" and ctx.device.type != "cuda":
-        raise RepAdapterError("amp fp16 needs a CUDA device; use --amp bf16 or --amp none on CPU")
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
 
 
@@ -170,6 +168,8 @@ def fit(
     restores its final state.
     """
     stop_epoch = stop_epoch or cfg.epochs
+    if cfg.amp == "fp16" and ctx.device.type != "cuda":
+        raise RepAdapterError("amp fp16 needs a CUDA device; use --amp bf16 or --amp none on CPU")
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
