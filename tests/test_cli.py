@@ -117,3 +117,24 @@ def test_train_refuses_to_overwrite_and_explains_bad_input(tmp_path, capsys):
     assert "is not 'kind:path'" in capsys.readouterr().err
     assert main(["eval", "--model", "vit_tiny_patch16_224", "--data", f"vtab:{tmp_path / 'dtd'}"]) == 2
     assert "exactly one of --adapter" in capsys.readouterr().err
+
+
+def test_export_command_writes_checked_onnx_and_torchscript(tmp_path, capsys):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    import repadapter as ra
+
+    torch.manual_seed(0)
+    base = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=4)
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(tmp_path / "base.safetensors"))
+    ra.save_adapter(ra.perturb_adapters(ra.inject(base)), tmp_path / "a.safetensors")
+    args = ["export", "--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "base.safetensors")]
+    args += ["--img-size", "32", "--adapter", str(tmp_path / "a.safetensors")]
+    assert main([*args, "--onnx", str(tmp_path / "m.onnx"), "--torchscript", str(tmp_path / "m.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime vs PyTorch max |delta logits|" in out and "TorchScript vs PyTorch" in out
+    assert (tmp_path / "m.onnx").stat().st_size > 1_000_000 and (tmp_path / "m.pt").is_file()
+    assert main(args) == 2
+    assert "give --onnx FILE and/or --torchscript FILE" in capsys.readouterr().err

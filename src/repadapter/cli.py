@@ -14,6 +14,8 @@ from repadapter.config import PLACEMENTS, RepAdapterConfig
 from repadapter.errors import RepAdapterError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from repadapter.engine.recipe import TrainConfig
 
 
@@ -252,11 +254,10 @@ def _eval(args: argparse.Namespace) -> None:
     )
 
 
-def _merge(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
+def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int]:
+    """The base model of ``args`` with ``args.adapter`` loaded and folded in, and its class count."""
     from repadapter.backbones import create_base
-    from repadapter.files import atomic_write, read_adapter_file
+    from repadapter.files import read_adapter_file
     from repadapter.model import load_adapter, merge
 
     adapter = read_adapter_file(args.adapter)
@@ -266,7 +267,15 @@ def _merge(args: argparse.Namespace) -> None:
             f"{args.adapter} does not record its number of classes; it cannot be merged here"
         )
     base = create_base(args.model, num_classes, args.pretrained, args.checkpoint, img_size=args.img_size)
-    deployed = merge(load_adapter(base, args.adapter), inplace=True)
+    return merge(load_adapter(base, args.adapter), inplace=True), num_classes
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from safetensors.torch import save_file
+
+    from repadapter.files import atomic_write
+
+    deployed, num_classes = _merged_from_adapter(args)
     state = {k: v.detach().cpu().contiguous() for k, v in deployed.state_dict().items()}
     meta = {"architecture": args.model, "num_classes": str(num_classes), "merged_from": str(args.adapter)}
     atomic_write(args.out, lambda tmp: save_file(state, str(tmp), metadata=meta))
@@ -278,6 +287,22 @@ def _merge(args: argparse.Namespace) -> None:
         f'  timm.create_model("{args.model}", num_classes={num_classes}{size}, pretrained=True, '
         f'pretrained_cfg_overlay=dict(file="{args.out}"))'
     )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from repadapter.data.transforms import preprocessing
+    from repadapter.export import export_onnx, export_torchscript
+
+    if not (args.onnx or args.torchscript):
+        raise RepAdapterError("give --onnx FILE and/or --torchscript FILE")
+    deployed, _ = _merged_from_adapter(args)
+    size = tuple(preprocessing(deployed)["input_size"])
+    if args.onnx:
+        diff = export_onnx(deployed, args.onnx, size, opset=args.opset)
+        print(f"wrote {args.onnx}: onnxruntime vs PyTorch max |delta logits| = {diff:.2e}")
+    if args.torchscript:
+        diff = export_torchscript(deployed, args.torchscript, size)
+        print(f"wrote {args.torchscript}: TorchScript vs PyTorch max |delta logits| = {diff:.2e}")
 
 
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
@@ -375,6 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge_cmd.add_argument("--adapter", required=True, help="adapter file (from train or save_adapter)")
     merge_cmd.add_argument("--out", required=True, help="output .safetensors file")
     merge_cmd.set_defaults(func=_merge)
+
+    export = commands.add_parser(
+        "export", help="merge an adapter into its base model and export it to ONNX and/or TorchScript"
+    )
+    _add_base_flags(export)
+    export.add_argument("--adapter", required=True, help="adapter file (from train or save_adapter)")
+    export.add_argument("--onnx", help="output .onnx file (dynamic batch; checked with onnxruntime)")
+    export.add_argument("--torchscript", help="output TorchScript file (checked after reloading)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    export.set_defaults(func=_export)
 
     demo = commands.add_parser(
         "demo",
