@@ -9,10 +9,12 @@ __version__ = "0.1.0"
 from repadapter.adapter import GroupedLinear, RepAdapter
 from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
+from repadapter.hub import from_pretrained, save_pretrained
 from repadapter.model import (
     ParameterCount,
     adapter_config,
     count_parameters,
+    has_adapters,
     inject,
     load_adapter,
     merge,
@@ -30,10 +32,13 @@ __all__ = [
     "__version__",
     "adapter_config",
     "count_parameters",
+    "from_pretrained",
+    "has_adapters",
     "inject",
     "load_adapter",
     "merge",
     "perturb_adapters",
     "save_adapter",
+    "save_pretrained",
     "unmerge",
 ]

@@ -94,6 +94,11 @@ def _adapted_hosts(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if _is_adapted(m)]
 
 
+def has_adapters(model: nn.Module) -> bool:
+    """Whether ``model`` holds injected (not merged) RepAdapters."""
+    return bool(_adapted_hosts(model))
+
+
 def _site_of(host: nn.Module) -> _Site:
     return host.__dict__["repadapter_site"]
 

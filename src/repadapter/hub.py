@@ -1,0 +1,176 @@
+"""Hugging Face Hub folders: adapters, merged models, and their model cards.
+
+An adapter folder holds ``adapter_model.safetensors`` (the adapter file, self-describing),
+``adapter_config.json`` (the same description, readable without safetensors) and a
+``README.md`` model card. A merged model is saved the way timm saves models for the Hub
+(``config.json`` + ``model.safetensors``), so ``timm.create_model("hf-hub:<repo>")`` and
+``timm.create_model("local-dir:<folder>")`` load it with no repadapter installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from timm.models import save_for_hf
+from torch import nn
+
+from repadapter.backbones import create_base
+from repadapter.errors import RepAdapterError
+from repadapter.files import read_adapter_file
+from repadapter.model import count_parameters, has_adapters, load_adapter, save_adapter
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+MERGED_WEIGHTS = "model.safetensors"
+MERGED_CONFIG = "config.json"
+
+
+def _adapter_card(
+    meta: dict[str, Any], trained: int, metrics: dict[str, float] | None, task: str | None
+) -> str:
+    config = meta["config"]
+    base = meta.get("base_model") or "unknown"
+    rows = "".join(f"| {name} | {value:.4g} |\n" for name, value in (metrics or {}).items())
+    return f"""---
+library_name: repadapter
+base_model: timm/{base}
+tags:
+- image-classification
+- repadapter
+- parameter-efficient-fine-tuning
+---
+
+# RepAdapter for `{base}`{f" on {task}" if task else ""}
+
+A [RepAdapter](https://arxiv.org/abs/2302.08106) adapter: linear bottlenecks before the
+attention{" and the MLP" if config["placement"] == "block" else ""} of each block, which fold into
+the backbone after training, so the deployed model has the base model's size and speed.
+
+| setting | value |
+|---|---|
+| base model | `{base}` |
+| classes | {meta.get("num_classes")} |
+| placement | {config["placement"]} |
+| dim / groups / scale | {config["dim"]} / {config["groups"]} / {config["scale"]} |
+| adapter sites | {len(meta["sites"])} |
+| trained parameters (adapters + head) | {trained:,} |
+| repadapter version | {meta["library_version"]} |
+{f"{chr(10)}| metric | value |{chr(10)}|---|---|{chr(10)}{rows}" if rows else ""}
+## Use
+
+```python
+import repadapter as ra
+
+model = ra.from_pretrained("<this repo or folder>")  # base model from timm + this adapter
+deployed = ra.merge(model)                           # a plain timm model, adapters folded in
+```
+"""
+
+
+def _merged_card(
+    model: nn.Module, architecture: str, metrics: dict[str, float] | None, task: str | None
+) -> str:
+    rows = "".join(f"| {name} | {value:.4g} |\n" for name, value in (metrics or {}).items())
+    params = sum(p.numel() for p in model.parameters())
+    return f"""---
+library_name: timm
+tags:
+- image-classification
+- repadapter
+---
+
+# `{architecture}`{f" adapted to {task}" if task else ""}, RepAdapter merged
+
+A `{architecture}` whose RepAdapter adapters were folded into its weights: the plain timm
+architecture ({params:,} parameters, {getattr(model, "num_classes", "?")} classes), no adapter code
+needed to run it.
+{f"{chr(10)}| metric | value |{chr(10)}|---|---|{chr(10)}{rows}" if rows else ""}
+## Use
+
+```python
+import timm
+
+model = timm.create_model("hf-hub:<this repo>", pretrained=True)  # or "local-dir:<folder>"
+```
+"""
+
+
+def save_pretrained(
+    model: nn.Module,
+    folder: str | os.PathLike[str],
+    metrics: dict[str, float] | None = None,
+    task: str | None = None,
+) -> Path:
+    """Save an injected model's adapter, or a merged (plain timm) model, as a Hub folder.
+
+    Files are written to a temporary folder first and moved in when all are complete.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-") as tmp_name:
+        tmp = Path(tmp_name)
+        if has_adapters(model):
+            meta = read_adapter_file(save_adapter(model, tmp / ADAPTER_WEIGHTS)).metadata
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+            card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
+        else:
+            architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+            if not architecture:
+                raise RepAdapterError(
+                    "save_pretrained saves timm models; this one has no pretrained_cfg architecture"
+                )
+            save_for_hf(model, str(tmp), safe_serialization=True)
+            card = _merged_card(model, architecture, metrics, task)
+        (tmp / "README.md").write_text(card)
+        for file in tmp.iterdir():
+            os.replace(file, folder / file.name)
+    return folder
+
+
+def _resolve(folder_or_repo_id: str | os.PathLike[str]) -> Path:
+    """A local folder as is; anything else is a Hub repo id, downloaded into the HF cache."""
+    path = Path(folder_or_repo_id)
+    if path.is_dir():
+        return path
+    if path.exists() or str(folder_or_repo_id).count("/") != 1:
+        raise RepAdapterError(f"{folder_or_repo_id} is neither a folder nor a Hub repo id like 'user/name'")
+    from huggingface_hub import snapshot_download
+
+    patterns = [ADAPTER_WEIGHTS, ADAPTER_CONFIG, MERGED_WEIGHTS, MERGED_CONFIG, "README.md"]
+    try:
+        return Path(snapshot_download(str(folder_or_repo_id), allow_patterns=patterns))
+    except Exception as err:  # network, auth and missing-repo errors come in many types
+        raise RepAdapterError(
+            f"cannot download {folder_or_repo_id} from the Hugging Face Hub: {err}"
+        ) from err
+
+
+def from_pretrained(
+    folder_or_repo_id: str | os.PathLike[str], model: nn.Module | None = None, base_pretrained: bool = True
+) -> nn.Module:
+    """Load a folder written by `save_pretrained`, locally or from the Hub.
+
+    For an adapter folder: into ``model`` if given, else into the base model it names (with
+    its pretrained weights unless ``base_pretrained=False``). For a merged folder: the plain
+    timm model.
+    """
+    folder = _resolve(folder_or_repo_id)
+    if (folder / ADAPTER_WEIGHTS).is_file():
+        if model is None:
+            meta = read_adapter_file(folder / ADAPTER_WEIGHTS).metadata
+            if not meta.get("base_model") or not isinstance(meta.get("num_classes"), int):
+                raise RepAdapterError(f"{folder} does not name its base model; pass model=<the base model>")
+            model = create_base(meta["base_model"], meta["num_classes"], pretrained=base_pretrained)
+        return load_adapter(model, folder / ADAPTER_WEIGHTS)
+    if (folder / MERGED_CONFIG).is_file() and (folder / MERGED_WEIGHTS).is_file():
+        import timm
+
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    raise RepAdapterError(
+        f"{folder} holds neither {ADAPTER_WEIGHTS} (an adapter) nor {MERGED_CONFIG} + {MERGED_WEIGHTS} "
+        "(a merged model)"
+    )

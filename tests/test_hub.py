@@ -1,0 +1,79 @@
+"""Hub folders for adapters and merged models; the Hub download path, against local folders."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+import repadapter as ra
+from repadapter import hub
+from tests.conftest import build_vit, input_for
+
+
+@pytest.fixture
+def trained():
+    return ra.perturb_adapters(ra.inject(build_vit("vit_tiny", depth=2, img_size=32)), seed=5).eval()
+
+
+def test_adapter_folder_round_trip_and_card(trained, tmp_path):
+    folder = ra.save_pretrained(trained, tmp_path / "adapter", metrics={"test_acc": 0.875}, task="dtd")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["method"] == "repadapter" and config["num_classes"] == 10
+    card = (folder / "README.md").read_text()
+    assert "base_model: timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k" in card
+    assert "| test_acc | 0.875 |" in card and "on dtd" in card and "ra.from_pretrained" in card
+    assert f"{ra.count_parameters(trained).trainable:,}" in card
+
+    base = build_vit("vit_tiny", depth=2, img_size=32)  # the same base weights
+    loaded = ra.from_pretrained(folder, model=base)
+    x = input_for(trained)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), trained(x))
+
+
+def test_adapter_folder_builds_its_named_base_model(trained, tmp_path):
+    folder = ra.save_pretrained(trained, tmp_path / "adapter")
+    with pytest.raises(ra.RepAdapterError, match="has adapters at 4 sites, this model has 24"):
+        ra.from_pretrained(folder, base_pretrained=False)  # the named base is a full 12-block vit_tiny
+
+
+def test_merged_folder_loads_with_plain_timm(trained, tmp_path):
+    folder = ra.save_pretrained(ra.merge(trained), tmp_path / "merged")
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
+    plain = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    again = ra.from_pretrained(folder).eval()
+    x = input_for(trained)
+    with torch.no_grad():
+        assert (plain(x) - trained(x)).abs().max() <= 1e-5
+        assert torch.equal(again(x), plain(x))
+    assert "library_name: timm" in (folder / "README.md").read_text()
+
+
+def test_repo_ids_go_through_the_hub_download(trained, tmp_path, monkeypatch):
+    folder = ra.save_pretrained(trained, tmp_path / "adapter")
+    asked = {}
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(folder)
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    loaded = ra.from_pretrained("someone/vit-tiny-dtd", model=build_vit("vit_tiny", depth=2, img_size=32))
+    assert asked["repo_id"] == "someone/vit-tiny-dtd" and hub.ADAPTER_WEIGHTS in asked["allow_patterns"]
+    assert ra.has_adapters(loaded)
+
+
+def test_unknown_sources_are_explained(tmp_path):
+    with pytest.raises(ra.RepAdapterError, match="neither a folder nor a Hub repo id"):
+        ra.from_pretrained(tmp_path / "no" / "such" / "place")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ra.RepAdapterError, match="holds neither adapter_model.safetensors"):
+        ra.from_pretrained(tmp_path / "empty")
