@@ -305,6 +305,23 @@ def _export(args: argparse.Namespace) -> None:
         print(f"wrote {args.torchscript}: TorchScript vs PyTorch max |delta logits| = {diff:.2e}")
 
 
+def _switch_time(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.provenance import provenance, write_result
+    from repadapter.benchmarks.switch import measure_switch
+
+    made_by = provenance()
+    result = measure_switch(args.model, rounds=args.rounds)
+    diff = result["max_abs_logit_diff_after_switching"]
+    drift = result["max_rel_backbone_drift_after_switching"]
+    print(
+        f"{args.model}: task switch (unmerge one adapter, merge another) median "
+        f"{result['median_seconds']:.3f} s over {args.rounds} switches, {result['torch_threads']} threads; "
+        f"after them, max |delta logits| to the unmerged model {diff:.2e}, backbone drift {drift:.2e}"
+    )
+    if args.json:
+        print(f"wrote {write_result(args.json, {'switch': result}, made_by)}")
+
+
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name of the base model")
     parser.add_argument(
@@ -410,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--torchscript", help="output TorchScript file (checked after reloading)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     export.set_defaults(func=_export)
+
+    switch = commands.add_parser(
+        "switch-time",
+        help="time how long a merged model takes to switch from one task's adapter to another's",
+    )
+    switch.add_argument("--model", default="vit_base_patch16_224", help="timm model (default: %(default)s)")
+    switch.add_argument("--rounds", type=int, default=6, help="switches to time (default: %(default)s)")
+    switch.add_argument("--json", help="also write the result, with provenance, to this JSON file")
+    switch.set_defaults(func=_switch_time)
 
     demo = commands.add_parser(
         "demo",

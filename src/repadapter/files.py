@@ -65,7 +65,7 @@ class AdapterFile:
     config: RepAdapterConfig
     metadata: dict[str, Any]
     tensors: dict[str, torch.Tensor]
-    path: Path
+    path: Path | str  # where it was read from, or a label for one held in memory
 
 
 def write_adapter_file(

@@ -295,12 +295,12 @@ def _base_model_name(model: nn.Module) -> str | None:
     return f"{arch}.{tag}" if arch and tag else arch
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write the trained part of an injected model (adapters, head, extras) to ``path``."""
+def _snapshot(model: nn.Module, label: str) -> AdapterFile:
+    """The trained part of an injected model and its description, as an in-memory adapter file."""
     config = adapter_config(model)
     family = family_of(model)
     state = model.state_dict()
-    tensors = {name: state[name] for name in _trained_names(model, family, config)}
+    tensors = {name: state[name].detach().clone() for name in _trained_names(model, family, config)}
     metadata = {
         "library_version": __version__,
         "config": config.to_dict(),
@@ -309,12 +309,30 @@ def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "num_classes": getattr(model, "num_classes", None),
         "sites": {path_: _site_of(host).describe() for path_, host in _adapted_hosts(model)},
     }
-    return write_adapter_file(path, tensors, metadata)
+    return AdapterFile(config=config, metadata=metadata, tensors=tensors, path=label)
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write the trained part of an injected model (adapters, head, extras) to ``path``."""
+    snapshot = _snapshot(model, str(path))
+    return write_adapter_file(path, snapshot.tensors, snapshot.metadata)
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Take the adapters out without folding them in: the base model as it was injected."""
+    adapter_config(model)
+    for _, host in _adapted_hosts(model):
+        _remove_adapter(host)
+    del model.__dict__["repadapter_config"]
+    return model
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Inject ``model`` with the config saved in ``path`` and load the file's tensors into it."""
-    file = read_adapter_file(path)
+    return _load(model, read_adapter_file(path))
+
+
+def _load(model: nn.Module, file: AdapterFile) -> nn.Module:
     if _adapted_hosts(model):
         if adapter_config(model) != file.config:
             raise RepAdapterError(
