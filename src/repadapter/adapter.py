@@ -95,7 +95,7 @@ class RepAdapter(nn.Module):
         up = self.up.dense_weight().double()
         down = self.down.weight.double()
         shift = torch.zeros(up.shape[0], dtype=torch.float64, device=up.device)
-        if self.down.bias is not None:
+        if self.down.bias is not None and self.up.bias is not None:
             shift = shift + up @ self.down.bias.double() + self.up.bias.double()
         return AffineMap(up=up, down=down, scale=self.scale, shift=self.scale * shift)
 

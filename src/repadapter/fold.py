@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class AffineMap:
 
 def _move_sink_bias(bias_sink: nn.Module, affine: AffineMap, where: str, sign: float) -> None:
     """Add (sign=1) or take back (sign=-1) the norm-bias offset ``M^-1 @ shift``."""
-    bias = bias_sink.bias
+    bias = cast(torch.Tensor, bias_sink.bias)
     bias.copy_((bias.double() + sign * affine.inverse_shift(where)).to(bias.dtype))
 
 

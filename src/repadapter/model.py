@@ -15,7 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,21 +53,21 @@ class _Site:
 
 # --- the adapted host class ------------------------------------------------------------------
 
-_ADAPTED_CLASSES: dict[type, type] = {}
+_ADAPTED_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 
 
-def _new_adapted(base_cls: type) -> nn.Module:
+def _new_adapted(base_cls: type[nn.Module]) -> nn.Module:
     """Unpickling / deepcopy constructor for an adapted host."""
     return object.__new__(_adapted_class(base_cls))
 
 
-def _adapted_class(base_cls: type) -> type:
+def _adapted_class(base_cls: type[nn.Module]) -> type[nn.Module]:
     """The subclass of ``base_cls`` that applies ``self.repadapter`` to its first input."""
     if base_cls in _ADAPTED_CLASSES:
         return _ADAPTED_CLASSES[base_cls]
 
     def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        return base_cls.forward(self, self.repadapter(x), *args, **kwargs)
+        return base_cls.forward(self, _adapter(self)(x), *args, **kwargs)
 
     def fuse(self: nn.Module) -> nn.Module:
         """timm's re-parameterization hook: fold the adapter in, become ``base_cls`` again."""
@@ -75,9 +75,10 @@ def _adapted_class(base_cls: type) -> type:
         return self
 
     def __reduce_ex__(self: nn.Module, protocol: Any) -> Any:  # noqa: N807
-        return (_new_adapted, (base_cls,), *base_cls.__reduce_ex__(self, protocol)[2:])
+        reduced = super(cls, self).__reduce_ex__(protocol)
+        return (_new_adapted, (base_cls,), *reduced[2:])
 
-    cls = type(
+    cls: type[nn.Module] = type(
         f"RepAdapted{base_cls.__name__}",
         (base_cls,),
         {"forward": forward, "fuse": fuse, "__reduce_ex__": __reduce_ex__, "__module__": __name__},
@@ -99,17 +100,21 @@ def has_adapters(model: nn.Module) -> bool:
     return bool(_adapted_hosts(model))
 
 
+def _adapter(host: nn.Module) -> RepAdapter:
+    return cast(RepAdapter, host.repadapter)
+
+
 def _site_of(host: nn.Module) -> _Site:
     return host.__dict__["repadapter_site"]
 
 
 def _consumer_modules(site: _Site) -> list[nn.Linear]:
-    return [site.host.get_submodule(name) for name in site.consumers]
+    return [cast(nn.Linear, site.host.get_submodule(name)) for name in site.consumers]
 
 
 def _fold_host(host: nn.Module) -> None:
     site = _site_of(host)
-    fold_into(_consumer_modules(site), site.bias_sink, host.repadapter.affine(), site.path)
+    fold_into(_consumer_modules(site), site.bias_sink, _adapter(host).affine(), site.path)
     _remove_adapter(host)
 
 
@@ -127,7 +132,7 @@ def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_S
     sites = []
     for spec in family.sites(model, config.placement):
         host = model.get_submodule(spec.host)
-        consumers = [host.get_submodule(name) for name in spec.consumers]
+        consumers = [cast(nn.Linear, host.get_submodule(name)) for name in spec.consumers]
         widths = {layer.in_features for layer in consumers}
         if len(widths) != 1:
             raise RepAdapterError(f"{spec.host}: consumers {spec.consumers} disagree on width {widths}")
@@ -150,12 +155,12 @@ def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_S
 def _trained_names(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[str]:
     """Names of the parameters an injection trains: adapters, head, ``config.trainable``."""
     heads = family.head_prefixes(model) if config.train_head else ()
-    patterns = []
-    for pattern in config.trainable:
+    patterns: list[re.Pattern[str]] = []
+    for text in config.trainable:
         try:
-            patterns.append(re.compile(pattern))
+            patterns.append(re.compile(text))
         except re.error as err:
-            raise RepAdapterError(f"trainable pattern {pattern!r} is not a valid regex: {err}") from err
+            raise RepAdapterError(f"trainable pattern {text!r} is not a valid regex: {err}") from err
     names = [name for name, _ in model.named_parameters()]
     for pattern in patterns:
         if not any(pattern.search(name) for name in names):
@@ -195,7 +200,7 @@ def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Modul
             stacklevel=2,
         )
     for site in sites:
-        ref = site.host.get_submodule(site.consumers[0]).weight
+        ref = cast(nn.Linear, site.host.get_submodule(site.consumers[0])).weight
         adapter = RepAdapter(
             site.in_features, config.dim, config.groups, config.scale, config.dropout, bias=site.bias
         ).to(device=ref.device, dtype=ref.dtype)
@@ -235,7 +240,7 @@ def merge(model: nn.Module, inplace: bool = False) -> nn.Module:
     for _, host in _adapted_hosts(model):
         site = _site_of(host)
         if site.bias_sink is not None:  # its shift goes through M^-1: fail before changing anything
-            host.repadapter.affine().check_invertible(site.path)
+            _adapter(host).affine().check_invertible(site.path)
     if not inplace:
         model = copy.deepcopy(model)
     for _, host in _adapted_hosts(model):
@@ -272,7 +277,7 @@ def unmerge(model: nn.Module, adapter_file: str | os.PathLike[str], inplace: boo
     inject(model, file.config)
     _load_tensors(model, file, adapters_only=True)
     hosts = [host for _, host in _adapted_hosts(model)]
-    affines = [host.repadapter.affine() for host in hosts]
+    affines = [_adapter(host).affine() for host in hosts]
     try:
         for host, affine in zip(hosts, affines, strict=True):
             affine.check_invertible(_site_of(host).path)

@@ -11,6 +11,7 @@ and never reload the backbone.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from torch import nn
 
@@ -45,7 +46,7 @@ def _set_num_classes(model: nn.Module, num_classes: int, fresh: bool = False) ->
         return
     heads = family_of(model).head_prefixes(model)
     ref = next(p for p in model.get_submodule(heads[0]).parameters())
-    model.reset_classifier(num_classes)
+    cast(Any, model).reset_classifier(num_classes)  # timm models have it; others get an AttributeError
     for head in heads:
         model.get_submodule(head).to(device=ref.device, dtype=ref.dtype)
 
@@ -65,7 +66,7 @@ def add_adapter(
     config = config or adapter_config(model)
     _store(model)[current] = _snapshot(model, f"adapter {current!r}")
     unload(model)
-    _set_num_classes(model, num_classes or model.num_classes, fresh=True)
+    _set_num_classes(model, num_classes or int(cast(Any, model).num_classes), fresh=True)
     inject(model, config)
     model.__dict__["repadapter_active"] = name
     return model

@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -88,7 +88,8 @@ def check_exactness(
         torch.linalg.cond(m.affine().matrix).item() for m in model.modules() if isinstance(m, RepAdapter)
     )
     before = copy.deepcopy(model.state_dict())
-    x = torch.randn(batch, 3, *model.patch_embed.img_size, generator=torch.Generator().manual_seed(seed))
+    size = cast(Any, model).patch_embed.img_size
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
     merged = merge(model)
     with torch.no_grad():
         diff = (merged(x) - model(x)).abs().max().item()

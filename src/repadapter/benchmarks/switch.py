@@ -23,7 +23,9 @@ def measure_switch(model_name: str, classes: tuple[int, int] = (100, 47), rounds
     same task's unmerged model and the worst relative drift of the backbone weights.
     """
     torch.manual_seed(0)
-    model = create(model_name, num_classes=classes[0]).eval()
+    model: Any = create(
+        model_name, num_classes=classes[0]
+    ).eval()  # a timm model: reset_classifier, patch_embed
     base = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head")}
     with tempfile.TemporaryDirectory() as tmp:
         files = []

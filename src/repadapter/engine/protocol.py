@@ -106,7 +106,7 @@ def run_task(
     search: list[dict[str, Any]] = []
     if cfg.select_on_test:
         protocol = SELECT_ON_TEST.format(every=cfg.eval_every)
-        best = None
+        best_test: tuple[float, int, float, nn.Module, FitResult, dict[str, Any]] | None = None
         for scale in scales:
             model, result, prep = _run(
                 cfg,
@@ -122,15 +122,16 @@ def run_task(
             search.append(
                 {"scale": scale, "best_epoch": epoch, "test_acc": acc, "evaluations": result.evaluations}
             )
-            if best is None or acc > best[2]:
-                best = (scale, epoch, acc, model, result, prep)
-        scale, epoch, test_acc, model, result, prep = best
+            if best_test is None or acc > best_test[2]:
+                best_test = (scale, epoch, acc, model, result, prep)
+        assert best_test is not None  # scales is never empty
+        scale, epoch, test_acc, model, result, prep = best_test
         note = (
             "adapter saved from the last epoch of the best scale's run; its reported epoch was picked on test"
         )
     elif "val" in task.splits:
         protocol = HONEST
-        best = None
+        best_val: tuple[float, int, float] | None = None
         for scale in scales:
             _, result, _ = _run(
                 cfg,
@@ -146,9 +147,10 @@ def run_task(
             search.append(
                 {"scale": scale, "best_epoch": epoch, "val_acc": acc, "evaluations": result.evaluations}
             )
-            if best is None or acc > best[2]:
-                best = (scale, epoch, acc)
-        scale, epoch, _ = best
+            if best_val is None or acc > best_val[2]:
+                best_val = (scale, epoch, acc)
+        assert best_val is not None  # scales is never empty
+        scale, epoch, _ = best_val
         model, result, prep = _run(
             cfg, task, scale, "trainval", {}, out_dir / "final", ctx, stop_epoch=epoch, progress=progress
         )

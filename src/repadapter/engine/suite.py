@@ -29,11 +29,11 @@ def vtab_table(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         for group in GROUPS
         for accs in [[by_task[t] for t, info in VTAB_TASKS.items() if info.group == group and t in by_task]]
     }
-    complete = [g for g in GROUPS if groups[g] is not None]
+    complete = [mean for mean in groups.values() if mean is not None]
     return {
         "tasks": by_task,
         "group_means": groups,
-        "paper_average": statistics.fmean(groups[g] for g in complete) if complete else None,
+        "paper_average": statistics.fmean(complete) if complete else None,
         "paper_average_is_partial": len(complete) < len(GROUPS) or len(by_task) < len(VTAB_TASKS),
         "plain_mean": statistics.fmean(by_task.values()) if by_task else None,
         "adapter_params_m": statistics.fmean(s["adapter_params"] for s in summaries) / 1e6,

@@ -7,6 +7,7 @@ source. A run resumed from its checkpoint ends with the same numbers as one neve
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import resource
@@ -224,7 +225,7 @@ def fit(
         num_workers=cfg.workers,
         pin_memory=ctx.device.type == "cuda",
     )
-    step_model: nn.Module = model
+    step_model: Callable[..., torch.Tensor] = model
     if ctx.world_size > 1:
         step_model = DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
@@ -304,7 +305,7 @@ def fit(
                 "wall_seconds": result.wall_seconds,
                 "config": cfg.to_dict(),
             }
-            atomic_write(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            atomic_write(checkpoint, functools.partial(torch.save, state))
             _write_metrics(run_dir, result.history)
         ctx.barrier()
     result.peak_memory_bytes = _peak_memory(ctx)

@@ -9,6 +9,8 @@ itself, so there is no such norm.
 
 from __future__ import annotations
 
+from typing import cast
+
 from timm.layers import Attention, DiffAttention, GatedMlp, GluMlp, Mlp, SwiGLU
 from timm.models.vision_transformer import Block, ResPostBlock, VisionTransformer
 from torch import nn
@@ -50,7 +52,7 @@ def _mlp_consumers(mlp: nn.Module) -> tuple[str, ...]:
 
 def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
     sites = []
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(cast(nn.Sequential, model.blocks)):
         if type(block) not in _SUPPORTED_BLOCKS:
             raise RepAdapterError(
                 f"blocks.{i} is a {type(block).__qualname__}; repadapter supports ViT blocks of "
@@ -61,7 +63,7 @@ def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
         sites.append(
             SiteSpec(
                 host=f"blocks.{i}.attn",
-                consumers=_attention_consumers(block.attn),
+                consumers=_attention_consumers(block.get_submodule("attn")),
                 bias_sink=f"blocks.{i}.norm1" if pre_norm else None,
             )
         )
@@ -69,7 +71,7 @@ def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
             sites.append(
                 SiteSpec(
                     host=f"blocks.{i}.mlp",
-                    consumers=_mlp_consumers(block.mlp),
+                    consumers=_mlp_consumers(block.get_submodule("mlp")),
                     bias_sink=f"blocks.{i}.norm2" if pre_norm else None,
                 )
             )
