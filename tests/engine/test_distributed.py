@@ -37,15 +37,7 @@ def test_two_gloo_processes_match_one(tmp_path):
         [sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300
     )
     assert single.returncode == 0, single.stderr
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     double = subprocess.run(
         [*torchrun, *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300
     )
