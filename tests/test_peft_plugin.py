@@ -87,3 +87,13 @@ def test_merge_and_unmerge_adapter_round_trip_on_hugging_face_vit():
 def test_non_linear_targets_are_refused():
     with pytest.raises(RepAdapterError, match="targets nn.Linear layers; got LayerNorm"):
         peft.get_peft_model(timm_vit(), rp.RepAdapterPeftConfig(target_modules=["norm1"]))
+
+
+def test_the_core_never_imports_peft():
+    import subprocess
+    import sys
+
+    modules = "repadapter, repadapter.cli, repadapter.engine.protocol, repadapter.hub, repadapter.export"
+    code = f"import sys, {modules}; print('peft' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "False", run.stderr

@@ -290,19 +290,25 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.provenance import provenance, write_result
     from repadapter.data.transforms import preprocessing
     from repadapter.export import export_onnx, export_torchscript
 
     if not (args.onnx or args.torchscript):
         raise RepAdapterError("give --onnx FILE and/or --torchscript FILE")
+    made_by = provenance()
     deployed, _ = _merged_from_adapter(args)
     size = tuple(preprocessing(deployed)["input_size"])
+    diffs = {}
     if args.onnx:
-        diff = export_onnx(deployed, args.onnx, size, opset=args.opset)
+        diff = diffs["onnx_max_abs_logit_diff"] = export_onnx(deployed, args.onnx, size, opset=args.opset)
         print(f"wrote {args.onnx}: onnxruntime vs PyTorch max |delta logits| = {diff:.2e}")
     if args.torchscript:
-        diff = export_torchscript(deployed, args.torchscript, size)
+        diffs["torchscript_max_abs_logit_diff"] = export_torchscript(deployed, args.torchscript, size)
+        diff = diffs["torchscript_max_abs_logit_diff"]
         print(f"wrote {args.torchscript}: TorchScript vs PyTorch max |delta logits| = {diff:.2e}")
+    if args.json:
+        print(f"wrote {write_result(args.json, {'export': {'model': args.model, **diffs}}, made_by)}")
 
 
 def _switch_time(args: argparse.Namespace) -> None:
@@ -426,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", help="output .onnx file (dynamic batch; checked with onnxruntime)")
     export.add_argument("--torchscript", help="output TorchScript file (checked after reloading)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    export.add_argument(
+        "--json", help="also write the measured differences, with provenance, to this JSON file"
+    )
     export.set_defaults(func=_export)
 
     switch = commands.add_parser(
