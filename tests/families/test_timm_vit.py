@@ -41,6 +41,6 @@ def test_unsupported_blocks_and_models_are_named():
     ):
         family_of(model).sites(model, "block")
     with pytest.raises(
-        RepAdapterError, match="does not support models of type .*Sequential. Supported: timm_vit"
+        RepAdapterError, match="not support models of type .*Sequential. Supported: .*timm_swin: .*timm_vit: "
     ):
         family_of(nn.Sequential(nn.Linear(2, 2)))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import cast
 
-from timm.layers import Attention, DiffAttention, GatedMlp, GluMlp, Mlp, SwiGLU
+from timm.layers import Attention, DiffAttention
 from timm.models.vision_transformer import Block, ResPostBlock, VisionTransformer
 from torch import nn
 
 from repadapter.errors import RepAdapterError
 from repadapter.families.base import Family, SiteSpec, register_family, timm_classifier_prefixes
+from repadapter.families.timm_common import mlp_consumers
 
 _PRE_NORM_BLOCKS = (Block,)
 _SUPPORTED_BLOCKS = (Block, ResPostBlock)
@@ -31,23 +32,6 @@ def _attention_consumers(attn: nn.Module) -> tuple[str, ...]:
         f"attention layer {type(attn).__qualname__} is not supported; supported: "
         "timm.layers.Attention, timm.layers.DiffAttention"
     )
-
-
-def _mlp_consumers(mlp: nn.Module) -> tuple[str, ...]:
-    if type(mlp) in (Mlp, GluMlp, GatedMlp):
-        consumers: tuple[str, ...] = ("fc1",)
-    elif type(mlp) is SwiGLU:
-        consumers = ("fc1_g", "fc1_x")
-    else:
-        raise RepAdapterError(
-            f"MLP layer {type(mlp).__qualname__} is not supported; supported: timm.layers "
-            "Mlp, GluMlp, SwiGLUPacked, GatedMlp, SwiGLU"
-        )
-    if not all(type(mlp.get_submodule(name)) is nn.Linear for name in consumers):
-        raise RepAdapterError(
-            f"{type(mlp).__qualname__} with convolutional layers (use_conv=True) is not supported"
-        )
-    return consumers
 
 
 def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
@@ -71,7 +55,7 @@ def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
             sites.append(
                 SiteSpec(
                     host=f"blocks.{i}.mlp",
-                    consumers=_mlp_consumers(block.get_submodule("mlp")),
+                    consumers=mlp_consumers(block.get_submodule("mlp")),
                     bias_sink=f"blocks.{i}.norm2" if pre_norm else None,
                 )
             )
