@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from repadapter import __version__
 from repadapter.config import PLACEMENTS, RepAdapterConfig
@@ -16,7 +16,10 @@ from repadapter.errors import RepAdapterError
 if TYPE_CHECKING:
     from torch import nn
 
+    from repadapter.engine.distributed import DistContext
     from repadapter.engine.recipe import TrainConfig
+
+T = TypeVar("T")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -122,6 +125,13 @@ RECIPE_HELP = {
 }
 
 
+def _add_run_flags(parser: argparse.ArgumentParser, resume_help: str) -> None:
+    """The flags of a training run: the recipe, --resume and --quiet."""
+    _add_recipe_flags(parser)
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field; unset flags keep the YAML file's or the default value."""
     from repadapter.engine.recipe import TrainConfig
@@ -165,23 +175,34 @@ def _save_config(out: Path, cfg: TrainConfig) -> None:
     atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text))
 
 
-def _train(args: argparse.Namespace) -> None:
-    from repadapter.data import load_task
+def _run_in_process_group(
+    out: Path, resume: bool, cfg: TrainConfig, work: Callable[[DistContext], T]
+) -> tuple[DistContext, T]:
+    """The life of a run under torchrun or alone: refuse to overwrite, join the group, save the
+    config (main process), do the work, leave the group."""
     from repadapter.engine import distributed
-    from repadapter.engine.protocol import run_task
 
-    cfg = _recipe(args)
-    task = load_task(args.data, args.shots, args.fewshot_seed)
-    out = Path(args.out or Path("runs") / task.name)
-    _refuse_overwrite(out, args.resume)
+    _refuse_overwrite(out, resume)
     ctx = distributed.setup(cfg.device)
     try:
         if ctx.is_main:
             _save_config(out, cfg)
         ctx.barrier()
-        summary = run_task(task, cfg, out, ctx, progress=not args.quiet)
+        return ctx, work(ctx)
     finally:
         distributed.teardown()
+
+
+def _train(args: argparse.Namespace) -> None:
+    from repadapter.data import load_task
+    from repadapter.engine.protocol import run_task
+
+    cfg = _recipe(args)
+    task = load_task(args.data, args.shots, args.fewshot_seed)
+    out = Path(args.out or Path("runs") / task.name)
+    ctx, summary = _run_in_process_group(
+        out, args.resume, cfg, lambda ctx: run_task(task, cfg, out, ctx, progress=not args.quiet)
+    )
     if ctx.is_main:
         print(
             f"{task.name}: test accuracy {100 * summary['test_acc']:.2f}% at scale {summary['scale']:g}, "
@@ -195,20 +216,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _vtab(args: argparse.Namespace) -> None:
-    from repadapter.engine import distributed
     from repadapter.engine.suite import render_table, run_vtab
 
     cfg = _recipe(args)
     out = Path(args.out)
-    _refuse_overwrite(out, args.resume)
-    ctx = distributed.setup(cfg.device)
-    try:
-        if ctx.is_main:
-            _save_config(out, cfg)
-        ctx.barrier()
-        table = run_vtab(args.root, args.tasks, cfg, out, ctx, progress=not args.quiet)
-    finally:
-        distributed.teardown()
+    ctx, table = _run_in_process_group(
+        out,
+        args.resume,
+        cfg,
+        lambda ctx: run_vtab(args.root, args.tasks, cfg, out, ctx, progress=not args.quiet),
+    )
     if ctx.is_main:
         print(render_table(table), end="")
         print(f"wrote {out}/vtab_table.md and {out}/vtab_results.json")
@@ -370,10 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Run it under torchrun for several processes.",
     )
     _add_data_flags(train)
-    _add_recipe_flags(train)
     train.add_argument("--out", help="run folder (default: runs/<task>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_flags(train, resume_help="continue the run in --out where it stopped")
     train.set_defaults(func=_train)
 
     vtab = commands.add_parser(
@@ -386,11 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     vtab.add_argument("--root", required=True, help="folder holding the VTAB-1k task folders")
     vtab.add_argument("--tasks", nargs="+", help="a subset of tasks (default: all found)")
     vtab.add_argument("--out", default="runs/vtab", help="output folder (default: %(default)s)")
-    vtab.add_argument(
-        "--resume", action="store_true", help="continue: finished tasks are kept, others resume"
-    )
-    vtab.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_recipe_flags(vtab)
+    _add_run_flags(vtab, resume_help="continue: finished tasks are kept, others resume")
     vtab.set_defaults(func=_vtab)
 
     evaluate = commands.add_parser(
