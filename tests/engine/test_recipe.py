@@ -14,7 +14,7 @@ def test_defaults_are_the_paper_recipe():
         10,
     )
     assert (cfg.min_lr, cfg.drop_path, cfg.augment, cfg.dim, cfg.groups) == (1e-5, 0.1, "none", 8, 2)
-    assert cfg.normalization == "model" and not cfg.select_on_test
+    assert cfg.normalization == "model" and cfg.selection == "val" and cfg.method == "repadapter"
 
 
 def test_yaml_then_flags(tmp_path):

@@ -54,3 +54,19 @@ def test_vtab_command_end_to_end_on_a_three_task_tree(tmp_path):
     assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "paper average" in resumed.stdout
+
+
+def test_vtab_command_runs_the_offline_suite_built_by_the_cli(tmp_path, capsys):
+    from repadapter.cli import main
+
+    root, out = tmp_path / "offline", tmp_path / "out"
+    build = ["data", "build", "offline", "--root", str(root), "--tasks", "dsprites_loc", "lfw_faces"]
+    assert main([*build, "--train", "16", "--val", "8", "--test", "8", "--quiet"]) == 0
+    assert "offline suite: 2 tasks" in capsys.readouterr().out
+    args = ["vtab", "--root", str(root), "--out", str(out), *TINY_CLI_FLAGS, "--epochs", "1"]
+    assert main([*args, "--warmup-epochs", "0", "--selection", "none", "--method", "linear", "--quiet"]) == 0
+    table = json.loads((out / "vtab_results.json").read_text())["table"]
+    assert table["task_groups"] == {"lfw_faces": "specialized", "dsprites_loc": "structured"}
+    assert table["suite_size"] == 2 and table["group_means"]["natural"] is None
+    assert "| structured | dsprites_loc |" in (out / "vtab_table.md").read_text()
+    assert json.loads((out / "lfw_faces" / "summary.json").read_text())["method"] == "linear"

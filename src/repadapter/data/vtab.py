@@ -1,13 +1,18 @@
 """VTAB-1k in the layout the PETL community uses (NOAH, the official RepAdapter code).
 
 ``<root>/<task>/`` holds the images and four lists of "relative/path label" lines:
-``train800.txt``, ``val200.txt``, ``train800val200.txt`` and ``test.txt``.
+``train800.txt``, ``val200.txt``, ``train800val200.txt`` and ``test.txt``. A root with a
+``suite.json`` manifest (the offline suite, `repadapter data build offline`) names its own
+tasks, classes and groups there; any other root is VTAB-1k.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from repadapter.data.lists import TaskData, read_list, require_dir
 from repadapter.errors import RepAdapterError
@@ -78,6 +83,32 @@ PAPER_SCALES: dict[str, tuple[float, float]] = {
 }
 
 LAYOUT = "<root>/<task>/{train800,val200,train800val200,test}.txt plus the images they list"
+SUITE_MANIFEST = "suite.json"
+SUITE_FORMAT = "repadapter-offline-suite/1"
+
+
+def read_suite_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The offline-suite manifest at ``root``, or None where ``root`` has none."""
+    path = Path(root) / SUITE_MANIFEST
+    if not path.is_file():
+        return None
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    if manifest.get("format") != SUITE_FORMAT:
+        raise RepAdapterError(
+            f"{path} is not a {SUITE_FORMAT} manifest; rebuild it with `repadapter data build offline`"
+        )
+    return manifest
+
+
+def suite_tasks(root: str | os.PathLike[str]) -> dict[str, VtabTask]:
+    """The tasks of the suite at ``root``, in order: its manifest's, or VTAB-1k's."""
+    manifest = read_suite_manifest(root)
+    if manifest is None:
+        return VTAB_TASKS
+    return {
+        name: VtabTask(name, entry["num_classes"], entry["group"])
+        for name, entry in manifest["tasks"].items()
+    }
 
 
 def vtab_task(name: str) -> VtabTask:
@@ -93,9 +124,13 @@ def paper_scale(task: str, placement: str) -> float:
 
 
 def load_vtab_task(task_dir: str | os.PathLike[str]) -> TaskData:
-    """Read one task folder; its name (the folder's name) fixes the class count and group."""
+    """Read one task folder; its name (the folder's name) fixes the class count and group, in
+    VTAB-1k or in the suite manifest beside it."""
     folder = require_dir(task_dir, "VTAB-1k task", LAYOUT)
-    task = vtab_task(folder.name)
+    tasks = suite_tasks(folder.parent)
+    if folder.name not in tasks:
+        raise RepAdapterError(f"unknown task {folder.name!r} in {folder.parent}; tasks: {', '.join(tasks)}")
+    task = tasks[folder.name]
     splits = {
         split: read_list(folder / file, folder, task.num_classes) for split, file in SPLIT_FILES.items()
     }

@@ -3,9 +3,11 @@
 Honest protocol (default, needs a validation split): for each candidate scale, train on
 ``train`` and evaluate ``val`` every ``eval_every`` epochs and at the end; the best
 (scale, epoch) on val wins; retrain on ``trainval`` with that scale for that many epochs of
-the same schedule; evaluate ``test`` once. ``--select-on-test`` reproduces the official
+the same schedule; evaluate ``test`` once. ``--selection test`` reproduces the official
 code's protocol instead: train on ``trainval``, evaluate ``test`` every ``eval_every``
-epochs, report the best test accuracy. Every output says which protocol made it.
+epochs, report the best test accuracy. ``--selection none`` trains on ``trainval`` for the
+full schedule at the one scale given and evaluates ``test`` once: the cheapest honest run.
+Every output says which protocol made it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 from torch import nn
 
 from repadapter.backbones import create_base
-from repadapter.config import RepAdapterConfig
 from repadapter.data.lists import TaskData
 from repadapter.data.transforms import preprocessing
 from repadapter.data.vtab import VTAB_TASKS, paper_scale
@@ -26,18 +27,22 @@ from repadapter.engine.recipe import SCALE_CANDIDATES, TrainConfig
 from repadapter.engine.trainer import FitResult, evaluate, fit, seed_everything
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
-from repadapter.model import count_parameters, inject, save_adapter
+from repadapter.methods import method
+from repadapter.model import count_parameters, has_adapters, save_adapter
 
 HONEST = "validation-selected: scale and epoch chosen on val, retrained on train+val, test evaluated once"
 SELECT_ON_TEST = (
     "SELECT-ON-TEST (official RepAdapter protocol): best test accuracy over evaluations every "
     "{every} epochs; optimistic, not a held-out estimate"
 )
-FINAL_EPOCH = "final epoch: no validation split, trained for the full schedule, test evaluated once"
+FINAL_EPOCH = "final epoch: no selection, trained on train+val for the full schedule, test evaluated once"
 
 
 def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
-    """The scales a run tries: the search set, the official value, or the one given."""
+    """The scales a run tries: the search set, the official value, or the one given (one
+    placeholder for methods without a scale)."""
+    if not method(cfg.method).scaled:
+        return [0.0]
     if cfg.scale == "auto":
         return list(SCALE_CANDIDATES)
     if cfg.scale == "paper":
@@ -52,12 +57,10 @@ def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, scale: float) -> nn.Module:
-    """The base model from its source (hub, local file, or random init), injected."""
+    """The base model from its source (hub, package, local file, or random init), made ready
+    to train by the run's method."""
     model = create_base(cfg.model, num_classes, cfg.pretrained, cfg.checkpoint, cfg.drop_path, cfg.img_size)
-    adapter = RepAdapterConfig(
-        dim=cfg.dim, groups=cfg.groups, scale=scale, dropout=cfg.dropout, placement=cfg.placement
-    )
-    return inject(model, adapter)
+    return method(cfg.method).prepare(model, cfg, scale)
 
 
 def _eval_epochs(cfg: TrainConfig, stop: int) -> set[int]:
@@ -95,16 +98,26 @@ def _run(
     return model, result, prep
 
 
+def save_trained(model: nn.Module, path: Path) -> None:
+    """The trained tensors of a method without adapters (a head, or every weight), atomically."""
+    from safetensors.torch import save_file
+
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in trained}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+
+
 def run_task(
     task: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
 ) -> dict[str, Any]:
-    """Select, train and test on ``task``; write ``summary.json`` and ``adapter.safetensors``."""
+    """Select, train and test on ``task``; write ``summary.json`` and ``adapter.safetensors``
+    (``trained.safetensors`` for methods without adapters)."""
     from repadapter.benchmarks.provenance import provenance
 
     out_dir = Path(out_dir)
     scales = candidate_scales(task, cfg)
     search: list[dict[str, Any]] = []
-    if cfg.select_on_test:
+    if cfg.selection == "test":
         protocol = SELECT_ON_TEST.format(every=cfg.eval_every)
         best_test: tuple[float, int, float, nn.Module, FitResult, dict[str, Any]] | None = None
         for scale in scales:
@@ -129,7 +142,7 @@ def run_task(
         note = (
             "adapter saved from the last epoch of the best scale's run; its reported epoch was picked on test"
         )
-    elif "val" in task.splits:
+    elif cfg.selection == "val" and "val" in task.splits:
         protocol = HONEST
         best_val: tuple[float, int, float] | None = None
         for scale in scales:
@@ -159,8 +172,8 @@ def run_task(
     else:
         if len(scales) > 1:
             raise RepAdapterError(
-                f"task {task.name} has no validation split, so --scale auto cannot choose a scale; "
-                "give --scale <number>, add a val split, or use --select-on-test"
+                f"task {task.name}: --selection {cfg.selection} without a validation split cannot choose "
+                "a scale; give --scale <number>, use --selection val with a val split, or --selection test"
             )
         protocol = FINAL_EPOCH
         scale, epoch = scales[0], cfg.epochs
@@ -175,7 +188,8 @@ def run_task(
         "group": task.group,
         "protocol": protocol,
         "test_acc": test_acc,
-        "scale": scale,
+        "method": cfg.method,
+        "scale": scale if method(cfg.method).scaled else None,
         "epoch": epoch,
         "search": search,
         "trained_params": counts.trainable,
@@ -190,7 +204,10 @@ def run_task(
         "world_size": ctx.world_size,
     }
     if ctx.is_main:
-        save_adapter(model, out_dir / "adapter.safetensors")
+        if has_adapters(model):
+            save_adapter(model, out_dir / "adapter.safetensors")
+        else:
+            save_trained(model, out_dir / "trained.safetensors")
         text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"
         atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     ctx.barrier()

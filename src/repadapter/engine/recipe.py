@@ -21,12 +21,14 @@ from repadapter.errors import RepAdapterError
 SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("none", "fewshot")
+SELECTIONS = ("val", "test", "none")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run. Defaults: the paper's VTAB-1k recipe for ViT-B/16 (ImageNet-21k)."""
 
+    method: str = "repadapter"
     model: str = "vit_base_patch16_224.orig_in21k"
     pretrained: bool = True
     checkpoint: str | None = None
@@ -50,7 +52,7 @@ class TrainConfig:
     mixup: float = 0.8
     cutmix: float = 1.0
     label_smoothing: float = 0.1
-    select_on_test: bool = False
+    selection: str = "val"
     eval_every: int = 10
     amp: str = "none"
     compile: bool = False
@@ -64,6 +66,7 @@ class TrainConfig:
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
             (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}"),
+            (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
             (
                 self.epochs >= 1 and 0 <= self.warmup_epochs < self.epochs,
                 "need epochs >= 1 and 0 <= warmup_epochs < epochs",
@@ -77,6 +80,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise RepAdapterError(f"bad training config: {message}")
+        from repadapter.methods import method
+
+        method(self.method)
         if self.scale not in ("auto", "paper"):
             try:
                 value = float(self.scale)

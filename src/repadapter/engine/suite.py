@@ -1,4 +1,5 @@
-"""`repadapter vtab`: every VTAB-1k task (or a chosen subset) and the paper's table.
+"""`repadapter vtab`: every task of VTAB-1k or the offline suite (or a chosen subset) and the
+paper's table.
 
 The table gives each task's test accuracy, the Natural / Specialized / Structured means, the
 paper's average (the mean of the three group means) and the plain mean over tasks, with the
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from repadapter.data.lists import require_dir
-from repadapter.data.vtab import GROUPS, LAYOUT, VTAB_TASKS, load_vtab_task
+from repadapter.data.vtab import GROUPS, LAYOUT, VTAB_TASKS, VtabTask, load_vtab_task, suite_tasks
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.protocol import run_task
 from repadapter.engine.recipe import TrainConfig
@@ -21,20 +22,23 @@ from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
 
 
-def vtab_table(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Group means, the paper's average and the plain mean (accuracies in percent)."""
-    by_task = {s["task"]: 100 * s["test_acc"] for s in summaries}
+def vtab_table(summaries: list[dict[str, Any]], suite: dict[str, VtabTask] = VTAB_TASKS) -> dict[str, Any]:
+    """Group means, the paper's average and the plain mean (accuracies in percent), tasks in
+    the suite's order."""
+    by_task = {t: 100 * s["test_acc"] for t in suite for s in summaries if s["task"] == t}
     groups = {
         group: statistics.fmean(accs) if accs else None
         for group in GROUPS
-        for accs in [[by_task[t] for t, info in VTAB_TASKS.items() if info.group == group and t in by_task]]
+        for accs in [[by_task[t] for t, info in suite.items() if info.group == group and t in by_task]]
     }
     complete = [mean for mean in groups.values() if mean is not None]
     return {
         "tasks": by_task,
+        "task_groups": {t: suite[t].group for t in by_task},
+        "suite_size": len(suite),
         "group_means": groups,
         "paper_average": statistics.fmean(complete) if complete else None,
-        "paper_average_is_partial": len(complete) < len(GROUPS) or len(by_task) < len(VTAB_TASKS),
+        "paper_average_is_partial": len(complete) < len(GROUPS) or len(by_task) < len(suite),
         "plain_mean": statistics.fmean(by_task.values()) if by_task else None,
         "adapter_params_m": statistics.fmean(s["adapter_params"] for s in summaries) / 1e6,
         "trained_params_m": statistics.fmean(s["trained_params"] for s in summaries) / 1e6,
@@ -50,11 +54,11 @@ def render_table(table: dict[str, Any]) -> str:
 
     lines = ["| group | task | accuracy (%) |", "|---|---|---|"]
     for group in GROUPS:
-        for task, info in VTAB_TASKS.items():
-            if info.group == group and task in table["tasks"]:
-                lines.append(f"| {group} | {task} | {fmt(table['tasks'][task])} |")
+        for task, acc in table["tasks"].items():
+            if table["task_groups"][task] == group:
+                lines.append(f"| {group} | {task} | {fmt(acc)} |")
         lines.append(f"| **{group} mean** | | **{fmt(table['group_means'][group])}** |")
-    partial = " (partial: not all 19 tasks)" if table["paper_average_is_partial"] else ""
+    partial = f" (partial: not all {table['suite_size']} tasks)" if table["paper_average_is_partial"] else ""
     lines += [
         f"| **paper average** (mean of group means){partial} | | **{fmt(table['paper_average'])}** |",
         f"| plain mean over {len(table['tasks'])} tasks | | {fmt(table['plain_mean'])} |",
@@ -75,24 +79,25 @@ def run_vtab(
     ctx: DistContext,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run ``tasks`` (default: all 19 found under ``root``) and write ``vtab_table.md`` and
-    ``vtab_results.json`` to ``out_dir``. Finished tasks (with a summary) are not rerun."""
+    """Run ``tasks`` (default: all of the suite found under ``root``) and write ``vtab_table.md``
+    and ``vtab_results.json`` to ``out_dir``. Finished tasks (with a summary) are not rerun."""
     from repadapter.benchmarks.provenance import provenance
 
     root = require_dir(root, "VTAB-1k root", LAYOUT)
-    names = tasks or [t for t in VTAB_TASKS if (root / t).is_dir()]
+    suite = suite_tasks(root)
+    names = tasks or [t for t in suite if (root / t).is_dir()]
     if not names:
-        raise RepAdapterError(f"{root} holds none of the VTAB-1k task folders ({', '.join(VTAB_TASKS)})")
+        raise RepAdapterError(f"{root} holds none of the suite's task folders ({', '.join(suite)})")
     summaries = []
     for name in names:
-        if name not in VTAB_TASKS:
-            raise RepAdapterError(f"unknown VTAB-1k task {name!r}; tasks: {', '.join(VTAB_TASKS)}")
+        if name not in suite:
+            raise RepAdapterError(f"unknown task {name!r} in {root}; tasks: {', '.join(suite)}")
         done = out_dir / name / "summary.json"
         if done.is_file():
             summaries.append(json.loads(done.read_text()))
             continue
         summaries.append(run_task(load_vtab_task(root / name), cfg, out_dir / name, ctx, progress=progress))
-    table = vtab_table(summaries)
+    table = vtab_table(summaries, suite)
     if ctx.is_main:
         text = render_table(table)
         atomic_write(out_dir / "vtab_table.md", lambda tmp: tmp.write_text(text))

@@ -1,0 +1,1 @@
+"""The offline transfer suite (``suite.py``): natural, specialized and structured task builders."""
