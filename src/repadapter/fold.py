@@ -146,10 +146,13 @@ def projection(
     """
     kind = kind or type(layer)
     if kind is nn.Linear:
-        return Projection(layer.weight, layer.bias)
-    if kind is nn.MultiheadAttention and layer.in_proj_weight is not None:
-        return Projection(layer.in_proj_weight, layer.in_proj_bias)
+        linear = cast(nn.Linear, layer)
+        return Projection(linear.weight, linear.bias)
+    if kind is nn.MultiheadAttention and cast(nn.MultiheadAttention, layer).in_proj_weight is not None:
+        attn = cast(nn.MultiheadAttention, layer)
+        return Projection(attn.in_proj_weight, attn.in_proj_bias)
     if kind is nn.Conv2d:
+        layer = cast(nn.Conv2d, layer)
         if layer.groups != 1:
             raise RepAdapterError(
                 f"{layer} is a grouped or depthwise convolution: a dense adapter before it would make "
@@ -161,7 +164,7 @@ def projection(
         if bias is None and batch_norm is not None:
             if not isinstance(batch_norm, nn.BatchNorm2d) or batch_norm.running_mean is None:
                 raise RepAdapterError(f"{batch_norm} after {layer} is not a BatchNorm2d with running stats")
-            bias, sign = batch_norm.running_mean, -1.0
+            bias, sign = cast(torch.Tensor, batch_norm.running_mean), -1.0
         return Projection(layer.weight, bias, sign, takes_shift=_padding_free(layer))
     raise RepAdapterError(
         f"an adapter cannot fold into a {type(layer).__qualname__}; it folds into nn.Linear, "

@@ -10,6 +10,7 @@ modules, the adapter lives at ``<host>.repadapter``, and the adapted host has ti
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
 import warnings
@@ -84,13 +85,16 @@ def _adapted_class(base_cls: type[nn.Module]) -> type[nn.Module]:
     if base_cls in _ADAPTED_CLASSES:
         return _ADAPTED_CLASSES[base_cls]
 
-    def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    first = list(inspect.signature(base_cls.forward).parameters)[1]  # after self
+
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if _site_of(self).output:
-            return _adapter(self)(base_cls.forward(self, x, *args, **kwargs))
+            return _adapter(self)(base_cls.forward(self, *args, **kwargs))
+        x = args[0] if args else kwargs[first]
         y = _adapter(self)(x)  # also where the same tensor comes again (attention's key and value)
         args = tuple(y if arg is x else arg for arg in args)
         kwargs = {key: y if arg is x else arg for key, arg in kwargs.items()}
-        return base_cls.forward(self, y, *args, **kwargs)
+        return base_cls.forward(self, *args, **kwargs)
 
     def fuse(self: nn.Module) -> nn.Module:
         """timm's re-parameterization hook: fold the adapter in, become ``base_cls`` again."""
@@ -206,10 +210,15 @@ def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_S
     sites = []
     for spec in _site_specs(model, family, config):
         host = model.get_submodule(spec.host)
+        if isinstance(host, nn.Sequential | nn.ModuleList | nn.ModuleDict):
+            raise RepAdapterError(
+                f"{spec.host} is a {type(host).__name__}, whose forward would run its adapter as one "
+                "more layer; host the adapter on the first layer inside it instead"
+            )
         norms = tuple(model.get_submodule(p) if p else None for p in spec.batch_norms)
         sink = model.get_submodule(spec.bias_sink) if spec.bias_sink else None
         if spec.not_foldable:
-            width, bias, sink = int(getattr(host, "in_channels", 0) or host.in_features), True, None
+            width, bias, sink = cast(nn.Conv2d, host).in_channels, True, None
         elif spec.output:
             producer = _projection(host)
             width, bias = producer.out_features, producer.bias is not None
