@@ -137,9 +137,20 @@ def _mixed_net(size: Size) -> nn.Module:
 
 
 SQUARE, ODD = (32, 32), (37, 45)
-TINY_VIT = {"img_size": 32, "patch_size": 8, "depth": 2, "dynamic_img_size": True, "dynamic_img_pad": True}
-TINY_CONVNEXT = {"depths": (1, 1, 1, 1), "dims": (16, 32, 32, 64)}
-TINY_SWIN = {"depths": (1, 1, 1, 1), "embed_dim": 16, "num_heads": (1, 1, 2, 2), "window_size": 4}
+TINY_VIT: dict[str, Any] = {
+    "img_size": 32,
+    "patch_size": 8,
+    "depth": 2,
+    "dynamic_img_size": True,
+    "dynamic_img_pad": True,
+}
+TINY_CONVNEXT: dict[str, Any] = {"depths": (1, 1, 1, 1), "dims": (16, 32, 32, 64)}
+TINY_SWIN: dict[str, Any] = {
+    "depths": (1, 1, 1, 1),
+    "embed_dim": 16,
+    "num_heads": (1, 1, 2, 2),
+    "window_size": 4,
+}
 
 CASES: tuple[Case, ...] = (
     Case(
