@@ -143,12 +143,15 @@ def _projection(module: nn.Module, batch_norm: nn.Module | None = None) -> Proje
     return projection(module, batch_norm, kind=_base_type(module))
 
 
+def _projections(
+    host: nn.Module, consumers: tuple[str, ...], batch_norms: tuple[nn.Module | None, ...]
+) -> list[Projection]:
+    norms = batch_norms or (None,) * len(consumers)
+    return [_projection(host.get_submodule(name), norm) for name, norm in zip(consumers, norms, strict=True)]
+
+
 def _consumer_projections(site: _Site) -> list[Projection]:
-    norms = site.batch_norms or (None,) * len(site.consumers)
-    return [
-        _projection(site.host.get_submodule(name), norm)
-        for name, norm in zip(site.consumers, norms, strict=True)
-    ]
+    return _projections(site.host, site.consumers, site.batch_norms)
 
 
 def _check_foldable(site: _Site) -> None:
@@ -223,10 +226,7 @@ def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_S
             producer = _projection(host)
             width, bias = producer.out_features, producer.bias is not None
         else:
-            consumers = [
-                _projection(host.get_submodule(name), norm)
-                for name, norm in zip(spec.consumers, norms or (None,) * len(spec.consumers), strict=True)
-            ]
+            consumers = _projections(host, spec.consumers, norms)
             widths = {layer.in_features for layer in consumers}
             if len(widths) != 1:
                 raise RepAdapterError(f"{spec.host}: consumers {spec.consumers} disagree on width {widths}")
