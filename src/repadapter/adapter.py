@@ -2,7 +2,8 @@
 
 ``A(x) = x + s * (up(dropout(down(x))))``: ``down`` is dense (d -> r), ``up`` is grouped
 (r -> d, block-diagonal). There is no activation, so in eval mode ``A`` is affine and folds
-into the linear layer that reads it (see `repadapter.fold`).
+into the linear layer that reads it (see `repadapter.fold`). On channels-first feature maps
+(CNNs) the same weights run as 1x1 convolutions, the up projection as a grouped one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class GroupedLinear(nn.Module):
         y = torch.einsum("...gi,goi->...go", x, self.weight).flatten(-2)
         return y if self.bias is None else y + self.bias
 
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The same map as a grouped 1x1 convolution over channels-first ``x`` (N, C, H, W)."""
+        return nn.functional.conv2d(
+            x, self.weight.flatten(0, 1)[..., None, None], self.bias, groups=self.groups
+        )
+
     def dense_weight(self) -> torch.Tensor:
         """The (out_features, in_features) block-diagonal matrix this layer applies."""
         return torch.block_diag(*self.weight)
@@ -55,6 +62,7 @@ class RepAdapter(nn.Module):
         scale: s; multiplies the whole up branch, its bias included.
         dropout: dropout on the bottleneck (training only).
         bias: give ``down`` and ``up`` biases. Off where no layer can absorb the shift.
+        channels_first: transform dim 1 of (N, C, H, W) maps, as 1x1 convolutions.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class RepAdapter(nn.Module):
         scale: float = 1.0,
         dropout: float = 0.1,
         bias: bool = True,
+        channels_first: bool = False,
     ) -> None:
         super().__init__()
         if dim % groups or in_features % groups:
@@ -73,6 +82,7 @@ class RepAdapter(nn.Module):
                 "pick groups from the common divisors (1, 2, 4, 8 fit most ViTs with dim=8)"
             )
         self.scale = float(scale)
+        self.channels_first = channels_first
         self.down = nn.Linear(in_features, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.up = GroupedLinear(dim, in_features, groups, bias=bias)
@@ -87,6 +97,9 @@ class RepAdapter(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            hidden = nn.functional.conv2d(x, self.down.weight[..., None, None], self.down.bias)
+            return x + self.scale * self.up.conv(self.dropout(hidden))
         return x + self.scale * self.up(self.dropout(self.down(x)))
 
     @torch.no_grad()
@@ -100,4 +113,4 @@ class RepAdapter(nn.Module):
         return AffineMap(up=up, down=down, scale=self.scale, shift=self.scale * shift)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+        return f"scale={self.scale}" + (", channels_first=True" if self.channels_first else "")

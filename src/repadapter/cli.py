@@ -588,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", help="also write the results, with provenance, to this JSON file")
     verify.set_defaults(func=_verify)
+
+    # `repadapter support-table`: its flags and work live in repadapter.benchmarks.support
+    from repadapter.benchmarks.support import add_command
+
+    add_command(commands)
     return parser
 
 

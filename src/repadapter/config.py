@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from repadapter.errors import RepAdapterError
 
+# Transformer placements: every transformer family has them.
 PLACEMENTS = ("attn", "block")
+# Every placement some family offers (see docs/placements.md): "io" adds adapters on MLP outputs
+# (ConvNeXt), "dwconv" is ConvNeXt's paper placement, which trains but does not merge.
+ALL_PLACEMENTS = (*PLACEMENTS, "io", "dwconv")
 
 
 @dataclass(frozen=True)
@@ -22,9 +27,14 @@ class RepAdapterConfig:
         groups: groups of the up projection (block-diagonal r -> d); must divide ``dim``.
         scale: s in ``x + s * up(dropout(down(x)))``; the paper searches {0.1, 0.5, 1, 5, 10}.
         dropout: dropout on the bottleneck, active in training only.
-        placement: ``"attn"`` (before multi-head attention) or ``"block"`` (also before the FFN).
+        placement: ``"attn"`` (before multi-head attention) or ``"block"`` (also before the FFN);
+            some families offer more (`ALL_PLACEMENTS`, see docs/placements.md).
         train_head: leave the classifier head trainable.
         trainable: extra regular expressions; base parameters whose name matches one train too.
+        target_modules: regular expressions naming layers (nn.Linear, nn.Conv2d, fused
+            nn.MultiheadAttention) whose input gets an adapter, each folded into its layer. A
+            pattern matches a module's whole name or its last dotted parts (``"qkv"`` matches
+            ``blocks.0.attn.qkv``). When given, they replace the family's placement.
     """
 
     dim: int = 8
@@ -34,16 +44,27 @@ class RepAdapterConfig:
     placement: str = "block"
     train_head: bool = True
     trainable: tuple[str, ...] = ()
+    target_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.trainable, str) or not all(isinstance(p, str) for p in self.trainable):
+        for name, example in (("trainable", "('norm',)"), ("target_modules", r"(r'attn\.qkv', 'fc1')")):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+                raise RepAdapterError(
+                    f"{name} must be a sequence of regex strings, got {value!r}; e.g. {name}={example}"
+                )
+            object.__setattr__(self, name, tuple(value))
+        for pattern in self.target_modules:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise RepAdapterError(
+                    f"target_modules pattern {pattern!r} is not a valid regex: {err}"
+                ) from err
+        if self.placement not in ALL_PLACEMENTS:
             raise RepAdapterError(
-                f"trainable must be a sequence of regex strings, got {self.trainable!r}; "
-                "e.g. trainable=('norm',)"
+                f"placement={self.placement!r} is not supported; use one of {ALL_PLACEMENTS}"
             )
-        object.__setattr__(self, "trainable", tuple(self.trainable))
-        if self.placement not in PLACEMENTS:
-            raise RepAdapterError(f"placement={self.placement!r} is not supported; use one of {PLACEMENTS}")
         if not isinstance(self.dim, int) or self.dim < 1:
             raise RepAdapterError(f"dim must be a positive integer, got {self.dim!r}")
         if not isinstance(self.groups, int) or self.groups < 1:
@@ -62,6 +83,7 @@ class RepAdapterConfig:
         """A JSON-ready dict; `from_dict` reads it back."""
         out = asdict(self)
         out["trainable"] = list(self.trainable)
+        out["target_modules"] = list(self.target_modules)
         return out
 
     @classmethod
@@ -74,6 +96,7 @@ class RepAdapterConfig:
                 f"unknown RepAdapterConfig keys {sorted(unknown)}; known keys are {sorted(known)}"
             )
         kwargs = dict(data)
-        if "trainable" in kwargs:
-            kwargs["trainable"] = tuple(kwargs["trainable"])
+        for name in ("trainable", "target_modules"):
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
         return cls(**kwargs)

@@ -10,6 +10,7 @@ modules, the adapter lives at ``<host>.repadapter``, and the adapted host has ti
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
 import warnings
@@ -24,16 +25,25 @@ from repadapter import __version__
 from repadapter.adapter import RepAdapter
 from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
-from repadapter.families import Family, family_of
+from repadapter.families import Family, SiteSpec, family_of
+from repadapter.families.generic import GENERIC, target_sites
 from repadapter.files import AdapterFile, read_adapter_file, write_adapter_file
-from repadapter.fold import fold_into, unfold_from
+from repadapter.fold import (
+    AffineMap,
+    Projection,
+    fold_into,
+    fold_into_producer,
+    projection,
+    unfold_from,
+    unfold_from_producer,
+)
 
 ADAPTER_ATTR = "repadapter"
 
 
 @dataclass(frozen=True)
 class _Site:
-    """A resolved adapter site: live modules, not paths."""
+    """A resolved adapter site: live modules, not paths (see `SiteSpec` for the fields)."""
 
     path: str
     host: nn.Module
@@ -41,14 +51,23 @@ class _Site:
     bias_sink: nn.Module | None
     in_features: int
     bias: bool
+    batch_norms: tuple[nn.Module | None, ...] = ()
+    output: bool = False
+    channels_first: bool = False
+    not_foldable: str | None = None
 
     def describe(self) -> dict[str, Any]:
         sink = "consumer" if self.bias_sink is None else "norm"
-        return {
+        described: dict[str, Any] = {
             "consumers": list(self.consumers),
             "in_features": self.in_features,
             "bias": sink if self.bias else "none",
         }
+        if self.output:
+            described["side"] = "output"
+        if self.channels_first:
+            described["layout"] = "channels_first"
+        return described
 
 
 # --- the adapted host class ------------------------------------------------------------------
@@ -66,8 +85,16 @@ def _adapted_class(base_cls: type[nn.Module]) -> type[nn.Module]:
     if base_cls in _ADAPTED_CLASSES:
         return _ADAPTED_CLASSES[base_cls]
 
-    def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        return base_cls.forward(self, _adapter(self)(x), *args, **kwargs)
+    first = list(inspect.signature(base_cls.forward).parameters)[1]  # after self
+
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if _site_of(self).output:
+            return _adapter(self)(base_cls.forward(self, *args, **kwargs))
+        x = args[0] if args else kwargs[first]
+        y = _adapter(self)(x)  # also where the same tensor comes again (attention's key and value)
+        args = tuple(y if arg is x else arg for arg in args)
+        kwargs = {key: y if arg is x else arg for key, arg in kwargs.items()}
+        return base_cls.forward(self, *args, **kwargs)
 
     def fuse(self: nn.Module) -> nn.Module:
         """timm's re-parameterization hook: fold the adapter in, become ``base_cls`` again."""
@@ -108,14 +135,47 @@ def _site_of(host: nn.Module) -> _Site:
     return host.__dict__["repadapter_site"]
 
 
-def _consumer_modules(site: _Site) -> list[nn.Linear]:
-    return [cast(nn.Linear, site.host.get_submodule(name)) for name in site.consumers]
+def _base_type(module: nn.Module) -> type[nn.Module]:
+    return type(module).__bases__[0] if _is_adapted(module) else type(module)
+
+
+def _projection(module: nn.Module, batch_norm: nn.Module | None = None) -> Projection:
+    return projection(module, batch_norm, kind=_base_type(module))
+
+
+def _projections(
+    host: nn.Module, consumers: tuple[str, ...], batch_norms: tuple[nn.Module | None, ...]
+) -> list[Projection]:
+    norms = batch_norms or (None,) * len(consumers)
+    return [_projection(host.get_submodule(name), norm) for name, norm in zip(consumers, norms, strict=True)]
+
+
+def _consumer_projections(site: _Site) -> list[Projection]:
+    return _projections(site.host, site.consumers, site.batch_norms)
+
+
+def _check_foldable(site: _Site) -> None:
+    if site.not_foldable:
+        raise RepAdapterError(f"cannot merge the adapter at {site.path}: {site.not_foldable}")
 
 
 def _fold_host(host: nn.Module) -> None:
     site = _site_of(host)
-    fold_into(_consumer_modules(site), site.bias_sink, _adapter(host).affine(), site.path)
+    _check_foldable(site)
+    affine = _adapter(host).affine()
+    if site.output:
+        fold_into_producer(_projection(host), affine, site.path)
+    else:
+        fold_into(_consumer_projections(site), site.bias_sink, affine, site.path)
     _remove_adapter(host)
+
+
+def _unfold_host(host: nn.Module, affine: AffineMap) -> None:
+    site = _site_of(host)
+    if site.output:
+        unfold_from_producer(_projection(host), affine, site.path)
+    else:
+        unfold_from(_consumer_projections(site), site.bias_sink, affine, site.path)
 
 
 def _remove_adapter(host: nn.Module) -> None:
@@ -127,28 +187,68 @@ def _remove_adapter(host: nn.Module) -> None:
 # --- planning and injection -------------------------------------------------------------------
 
 
+def _family(model: nn.Module, config: RepAdapterConfig) -> Family:
+    """The family whose placements and head ``config`` uses; any model with ``target_modules``."""
+    if config.target_modules:
+        try:
+            return family_of(model)
+        except RepAdapterError:
+            return GENERIC
+    return family_of(model)
+
+
+def _site_specs(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[SiteSpec]:
+    if config.target_modules:
+        return target_sites(model, config.target_modules)
+    if config.placement not in family.placements:
+        raise RepAdapterError(
+            f"placement={config.placement!r} does not exist for {family.name} models; "
+            f"use one of {family.placements}, or name layers with target_modules=..."
+        )
+    return family.sites(model, config.placement)
+
+
 def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_Site]:
     """Resolve every site and check it, touching nothing."""
     sites = []
-    for spec in family.sites(model, config.placement):
+    for spec in _site_specs(model, family, config):
         host = model.get_submodule(spec.host)
-        consumers = [cast(nn.Linear, host.get_submodule(name)) for name in spec.consumers]
-        widths = {layer.in_features for layer in consumers}
-        if len(widths) != 1:
-            raise RepAdapterError(f"{spec.host}: consumers {spec.consumers} disagree on width {widths}")
-        (width,) = widths
+        if isinstance(host, nn.Sequential | nn.ModuleList | nn.ModuleDict):
+            raise RepAdapterError(
+                f"{spec.host} is a {type(host).__name__}, whose forward would run its adapter as one "
+                "more layer; host the adapter on the first layer inside it instead"
+            )
+        norms = tuple(model.get_submodule(p) if p else None for p in spec.batch_norms)
+        sink = model.get_submodule(spec.bias_sink) if spec.bias_sink else None
+        if spec.not_foldable:
+            width, bias, sink = cast(nn.Conv2d, host).in_channels, True, None
+        elif spec.output:
+            producer = _projection(host)
+            width, bias = producer.out_features, producer.bias is not None
+        else:
+            consumers = _projections(host, spec.consumers, norms)
+            widths = {layer.in_features for layer in consumers}
+            if len(widths) != 1:
+                raise RepAdapterError(f"{spec.host}: consumers {spec.consumers} disagree on width {widths}")
+            (width,) = widths
+            if not all(layer.takes_shift for layer in consumers):
+                sink, bias = None, False
+            elif all(layer.bias is not None for layer in consumers):
+                sink, bias = None, True
+            else:
+                bias = isinstance(getattr(sink, "bias", None), nn.Parameter)
+                sink = sink if bias else None
         if width % config.groups:
             raise RepAdapterError(
                 f"groups={config.groups} does not divide the width {width} at {spec.host}; "
                 "pick groups that divide both dim and the model width"
             )
-        sink = model.get_submodule(spec.bias_sink) if spec.bias_sink else None
-        if all(layer.bias is not None for layer in consumers):
-            sink, bias = None, True
-        else:
-            bias = isinstance(getattr(sink, "bias", None), nn.Parameter)
-            sink = sink if bias else None
-        sites.append(_Site(spec.host, host, spec.consumers, sink, width, bias))
+        sites.append(
+            _Site(
+                spec.host, host, spec.consumers, sink, width, bias,
+                norms, spec.output, spec.channels_first, spec.not_foldable,
+            )
+        )  # fmt: skip
     return sites
 
 
@@ -188,21 +288,27 @@ def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Modul
         raise RepAdapterError(
             "this model already has RepAdapters; merge it, or build a fresh model, before injecting again"
         )
-    family = family_of(model)
+    family = _family(model, config)
     sites = _plan(model, family, config)
     trained = set(_trained_names(model, family, config))
     bias_free = [site.path for site in sites if not site.bias]
     if bias_free:
         warnings.warn(
             f"{len(bias_free)} adapter site(s) ({', '.join(bias_free[:3])}, ...) have a consumer "
-            "without bias and no norm bias before them: their adapters are built bias-free so "
-            "that merging stays exact and adds no parameter",
+            "without bias (or a zero-padded convolution) and no norm bias before them: their "
+            "adapters are built bias-free so that merging stays exact and adds no parameter",
             stacklevel=2,
         )
     for site in sites:
-        ref = cast(nn.Linear, site.host.get_submodule(site.consumers[0])).weight
+        ref = next(site.host.parameters())
         adapter = RepAdapter(
-            site.in_features, config.dim, config.groups, config.scale, config.dropout, bias=site.bias
+            site.in_features,
+            config.dim,
+            config.groups,
+            config.scale,
+            config.dropout,
+            bias=site.bias,
+            channels_first=site.channels_first,
         ).to(device=ref.device, dtype=ref.dtype)
         adapter.train(site.host.training)  # a model in eval mode must not start dropping out
         site.host.__class__ = _adapted_class(type(site.host))
@@ -239,6 +345,7 @@ def merge(model: nn.Module, inplace: bool = False) -> nn.Module:
     config = adapter_config(model)
     for _, host in _adapted_hosts(model):
         site = _site_of(host)
+        _check_foldable(site)
         if site.bias_sink is not None:  # its shift goes through M^-1: fail before changing anything
             _adapter(host).affine().check_invertible(site.path)
     if not inplace:
@@ -259,8 +366,10 @@ def unmerge(model: nn.Module, adapter_file: str | os.PathLike[str], inplace: boo
     if _adapted_hosts(model):
         raise RepAdapterError("this model still has RepAdapters; unmerge takes a merged model")
     file = read_adapter_file(adapter_file)
-    family = family_of(model)
+    family = _family(model, file.config)
     sites = _plan(model, family, file.config)
+    for site in sites:
+        _check_foldable(site)
     _check_file_matches(model, family, sites, file)
     state = model.state_dict()
     for head in family.head_prefixes(model) if file.config.train_head else ():
@@ -286,8 +395,7 @@ def unmerge(model: nn.Module, adapter_file: str | os.PathLike[str], inplace: boo
             _remove_adapter(host)
         raise
     for host, affine in zip(hosts, affines, strict=True):
-        site = _site_of(host)
-        unfold_from(_consumer_modules(site), site.bias_sink, affine, site.path)
+        _unfold_host(host, affine)
     return model
 
 
@@ -303,7 +411,7 @@ def _base_model_name(model: nn.Module) -> str | None:
 def _snapshot(model: nn.Module, label: str) -> AdapterFile:
     """The trained part of an injected model and its description, as an in-memory adapter file."""
     config = adapter_config(model)
-    family = family_of(model)
+    family = _family(model, config)
     state = model.state_dict()
     tensors = {name: state[name].detach().clone() for name in _trained_names(model, family, config)}
     metadata = {
@@ -344,10 +452,10 @@ def _load(model: nn.Module, file: AdapterFile) -> nn.Module:
                 f"this model already has adapters with config {adapter_config(model)}, but "
                 f"{file.path} was saved with {file.config}; load it into a model without adapters"
             )
-        family = family_of(model)
+        family = _family(model, file.config)
         sites = [_site_of(host) for _, host in _adapted_hosts(model)]
     else:
-        family = family_of(model)
+        family = _family(model, file.config)
         sites = _plan(model, family, file.config)
     _check_file_matches(model, family, sites, file)
     if not _adapted_hosts(model):

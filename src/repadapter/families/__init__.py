@@ -1,6 +1,32 @@
-"""Where adapters go in each model family; importing this registers every family."""
+"""Where adapters go in each model family; importing this registers every family.
 
-from repadapter.families import timm_swin, timm_vit
+Families of optional libraries (Hugging Face transformers, open_clip) recognise models by
+class name, so registering them imports neither library.
+"""
+
+from repadapter.families import (
+    hf_clip,
+    hf_vit,
+    open_clip_vit,
+    timm_convnext,
+    timm_efficientnet,
+    timm_resnet,
+    timm_swin,
+    timm_vit,
+)
 from repadapter.families.base import Family, SiteSpec, family_of, register_family
 
-__all__ = ["Family", "SiteSpec", "family_of", "register_family", "timm_swin", "timm_vit"]
+__all__ = [
+    "Family",
+    "SiteSpec",
+    "family_of",
+    "hf_clip",
+    "hf_vit",
+    "open_clip_vit",
+    "register_family",
+    "timm_convnext",
+    "timm_efficientnet",
+    "timm_resnet",
+    "timm_swin",
+    "timm_vit",
+]

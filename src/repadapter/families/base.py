@@ -21,22 +21,44 @@ class SiteSpec:
             to ``host``; the adapter folds into each of them.
         bias_sink: path of a norm whose output is the host's input and nothing else's; its bias
             can take the adapter's shift when a consumer has no bias of its own.
+        batch_norms: for bias-free convolutions, the path of the eval-mode BatchNorm that reads
+            each consumer's output (one per consumer, ``None`` where there is none); its running
+            mean takes the adapter's shift.
+        output: the adapter transforms the host's *output* instead; the host is then the one
+            layer it folds into, as the producer (``consumers`` is empty).
+        channels_first: the host's input is (N, C, H, W); the adapter runs as 1x1 convolutions.
+        not_foldable: why this site cannot be merged, and what to use instead. Such a site
+            trains and saves like any other; `merge` refuses it with this text.
     """
 
     host: str
     consumers: tuple[str, ...]
     bias_sink: str | None = None
+    batch_norms: tuple[str | None, ...] = ()
+    output: bool = False
+    channels_first: bool = False
+    not_foldable: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output and (self.consumers or self.bias_sink or self.batch_norms):
+            raise RepAdapterError(f"{self.host}: an output-side site folds into its host only")
+        if self.batch_norms and len(self.batch_norms) != len(self.consumers):
+            raise RepAdapterError(f"{self.host}: give one batch_norms entry per consumer")
 
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: how to recognise it, where its adapter sites are, what its head is."""
+    """A model family: how to recognise it, where its adapter sites are, what its head is.
+
+    ``placements`` are the `RepAdapterConfig.placement` values ``sites`` understands.
+    """
 
     name: str
     description: str
     matches: Callable[[nn.Module], bool]
     sites: Callable[[nn.Module, str], list[SiteSpec]]
     head_prefixes: Callable[[nn.Module], tuple[str, ...]]
+    placements: tuple[str, ...] = ("attn", "block")
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -58,6 +80,11 @@ def family_of(model: nn.Module) -> Family:
         f"repadapter does not support models of type {type(model).__module__}."
         f"{type(model).__qualname__}. Supported: {supported}"
     )
+
+
+def is_instance_of(model: nn.Module, qualified_name: str) -> bool:
+    """``isinstance`` by the class's ``module.QualName``, so an optional library need not be imported."""
+    return any(f"{cls.__module__}.{cls.__qualname__}" == qualified_name for cls in type(model).__mro__)
 
 
 def timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

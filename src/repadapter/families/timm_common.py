@@ -6,6 +6,7 @@ from timm.layers import GatedMlp, GluMlp, Mlp, SwiGLU
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families.base import SiteSpec
 
 
 def mlp_consumers(mlp: nn.Module) -> tuple[str, ...]:
@@ -24,3 +25,9 @@ def mlp_consumers(mlp: nn.Module) -> tuple[str, ...]:
             f"{type(mlp).__qualname__} with convolutional layers (use_conv=True) is not supported"
         )
     return consumers
+
+
+def conv_bn_site(block: str, conv: str, batch_norm: str) -> SiteSpec:
+    """An adapter on the input of convolution ``block.conv``, whose output only BatchNorm
+    ``block.batch_norm`` reads: the adapter's shift goes into that norm's running mean."""
+    return SiteSpec(f"{block}.{conv}", ("",), batch_norms=(f"{block}.{batch_norm}",), channels_first=True)

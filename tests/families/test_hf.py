@@ -1,0 +1,42 @@
+"""Hugging Face ViT, DINOv2 and CLIP vision: one adapter for separate q, k, v projections."""
+
+import pytest
+
+import repadapter as ra
+from repadapter.benchmarks.support import _hf
+from repadapter.families import SiteSpec, family_of
+
+pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize(
+    "kind, family, attention, mlp",
+    [
+        ("vit", "hf_vit", "vit.layers.0.attention", "vit.layers.0.mlp"),
+        ("dinov2", "hf_vit", "encoder.layer.0.attention", "encoder.layer.0.mlp"),
+        ("clip", "hf_clip", "encoder.layers.0.self_attn", "encoder.layers.0.mlp"),
+    ],
+)
+def test_sites_and_heads(kind, family, attention, mlp):
+    model = _hf(kind, (32, 32))
+    found = family_of(model)
+    sites = found.sites(model, "block")
+    assert found.name == family and len(sites) == 4
+    assert sites[0].host == attention and sites[0].consumers == ("q_proj", "k_proj", "v_proj")
+    assert sites[1].host == mlp and sites[1].consumers == ("fc1",)
+    assert found.head_prefixes(model) == (("classifier",) if kind == "vit" else ())
+
+
+def test_swiglu_mlp_feeds_both_projections():
+    model = _hf("dinov2", (32, 32), use_swiglu_ffn=True)
+    assert family_of(model).sites(model, "block")[1] == SiteSpec(
+        "encoder.layer.0.mlp", ("gate_proj", "up_proj"), "encoder.layer.0.norm2"
+    )
+
+
+def test_only_adapters_and_classifier_train():
+    model = ra.inject(_hf("vit", (32, 32)))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {
+        n for n, _ in model.named_parameters() if ".repadapter." in n or n.startswith("classifier.")
+    }
