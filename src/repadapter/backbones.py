@@ -141,15 +141,23 @@ def create_base(
     classifier of another size), or random init. ``img_size`` builds it at another input size
     (timm resamples a ViT's position embeddings when it loads the weights)."""
     kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
-    if img_size is not None:
-        kwargs["img_size"] = img_size
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise RepAdapterError(f"base checkpoint {checkpoint} does not exist")
         kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
+    pretrained = pretrained or checkpoint is not None
     try:
-        return create(name, pretrained=pretrained or checkpoint is not None, **kwargs)
+        try:
+            model = create(name, pretrained, **kwargs, **({} if img_size is None else {"img_size": img_size}))
+        except TypeError as err:  # a convolutional net takes any size: it has no img_size argument
+            if img_size is None or "img_size" not in str(err):
+                raise
+            model = create(name, pretrained, **kwargs)
     except RuntimeError as err:  # timm's strict load: the weights are for another architecture
         raise RepAdapterError(
             f"cannot load the weights of {name} from {checkpoint or 'the hub'}: {err}"
         ) from err
+    cfg = getattr(model, "pretrained_cfg", None)
+    if img_size is not None and isinstance(cfg, dict):
+        setattr(model, "pretrained_cfg", {**cfg, "input_size": (3, img_size, img_size)})  # noqa: B010
+    return model

@@ -61,6 +61,26 @@ def _data_build(args: argparse.Namespace) -> None:
     )
 
 
+def _bench_accuracy(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.accuracy import render_comparison, run_accuracy
+    from repadapter.benchmarks.provenance import provenance, write_result
+    from repadapter.data.vtab import read_suite_manifest
+    from repadapter.engine.recipe import resolve_config
+    from repadapter.files import atomic_write
+
+    made_by = provenance()
+    recipe = (read_suite_manifest(args.root) or {}).get("recipe", {})
+    flags = {"model": args.model, "img_size": args.img_size, "epochs": args.epochs, "lr": args.lr}
+    cfg = resolve_config(args.config, **{**recipe, **flags, "device": "cpu"})
+    out = Path(args.out)
+    result = run_accuracy(args.root, args.methods, cfg, out, args.tasks, progress=not args.quiet)
+    text = render_comparison(result)
+    atomic_write(out / "accuracy.md", lambda tmp: tmp.write_text(text))
+    write_result(out / "accuracy.json", result, made_by)
+    print(text, end="")
+    print(f"wrote {out}/accuracy.md and {out}/accuracy.json")
+
+
 def _params(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -413,6 +433,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser, defaults: object, helps
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from repadapter.backbones import IN_HOUSE_VIT
+    from repadapter.benchmarks.accuracy import VARIANTS
     from repadapter.benchmarks.exactness import DEFAULT_MODELS
     from repadapter.demo import DemoSettings
     from repadapter.engine.pretrain import PretrainConfig
@@ -503,17 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the self-contained main job: inject, train, save, merge and time a small ViT",
-        description="Inject RepAdapters into a small randomly initialised timm ViT, train them on "
-        "generated gratings, save and reload the adapter, merge, and report merged-vs-unmerged "
-        "difference, parameter counts and base/merged/unmerged latency.",
+        help="the main job: adapt the pretrained in-house ViT to an offline-suite task, merge, check, time",
+        description="Build one offline-suite task (generated in code), train RepAdapter and a linear probe "
+        "on the pretrained vit_tiny6_patch4_32.fmnist, reload the adapter file, merge, compare merged and "
+        "unmerged logits on the test images, and time base, merged and unmerged models at batch 1.",
     )
     _add_settings_flags(
         demo,
         DemoSettings(),
         {
-            "model": "timm architecture name (built without pretrained weights)",
-            "steps": "optimizer steps",
+            "model": "pretrained backbone",
+            "task": "offline-suite task",
+            "data_root": "where the offline suite is (built if missing)",
             "latency_rounds": "interleaved timing rounds at batch 1",
             "scale": "adapter scale s",
         },
@@ -541,6 +564,28 @@ def build_parser() -> argparse.ArgumentParser:
         )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_data_build)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True
+    )
+    accuracy = bench.add_parser(
+        "accuracy",
+        help="methods x suite tasks under one recipe: per-task accuracy, group means, trained parameters",
+        description="Run each method variant on every task of the suite at --root (VTAB-1k or the offline "
+        "suite, whose manifest supplies the recipe) and write <out>/accuracy.md and accuracy.json. "
+        "Finished tasks are kept, so a stopped benchmark resumes.",
+    )
+    accuracy.add_argument("--root", default="data/offline", help="suite folder (default: %(default)s)")
+    accuracy.add_argument("--methods", nargs="+", default=list(VARIANTS)[:4], choices=list(VARIANTS))
+    accuracy.add_argument("--out", required=True, help="results folder")
+    accuracy.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
+    accuracy.add_argument("--model", default=IN_HOUSE_VIT, help="backbone (default: %(default)s)")
+    accuracy.add_argument("--img-size", type=int, help="input size (default: the model's own)")
+    accuracy.add_argument("--epochs", type=int, help="override the suite recipe's epochs")
+    accuracy.add_argument("--lr", type=float, help="override the suite recipe's learning rate")
+    accuracy.add_argument("--config", help="YAML recipe (over the suite's; flags win)")
+    accuracy.add_argument("--quiet", action="store_true", help="no progress bars")
+    accuracy.set_defaults(func=_bench_accuracy)
 
     pretrain_cmd = commands.add_parser(
         "pretrain",

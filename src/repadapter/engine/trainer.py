@@ -137,6 +137,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def train_mode(model: nn.Module) -> nn.Module:
+    """``model.train()``, except that batch norms with frozen parameters stay in eval mode: a
+    frozen backbone keeps its running statistics (which merging into them relies on), as in
+    linear probing and parameter-efficient tuning of CNNs."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
+    return model
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -245,7 +258,7 @@ def fit(
         began = time.perf_counter()
         scheduler.step(epoch - 1)
         sampler.set_epoch(epoch)
-        model.train()
+        train_mode(model)
         loss_sum = correct = seen = 0.0
         for step, (images, labels) in enumerate(
             tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show)

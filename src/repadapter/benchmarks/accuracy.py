@@ -1,0 +1,90 @@
+"""`repadapter bench accuracy`: methods x suite tasks under one recipe, side by side.
+
+Each method variant runs the whole suite with `run_vtab` (finished tasks are kept, so an
+interrupted benchmark resumes) into ``<out>/<variant>/``; the comparison table gives, per
+variant, every task's test accuracy, the group means, the paper's average (mean of the group
+means), and the trained parameters in millions and as a share of the backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repadapter.data.vtab import GROUPS, suite_tasks
+from repadapter.engine.distributed import DistContext
+from repadapter.engine.recipe import TrainConfig
+from repadapter.engine.suite import run_vtab
+from repadapter.errors import RepAdapterError
+
+# What a variant changes in the recipe.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "repadapter-block": {"method": "repadapter", "placement": "block"},
+    "repadapter-attn": {"method": "repadapter", "placement": "attn"},
+    "linear": {"method": "linear"},
+    "full": {"method": "full"},
+    "linear-random-init": {"method": "linear", "pretrained": False},
+}
+
+
+def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
+    if variant not in VARIANTS:
+        raise RepAdapterError(f"unknown method variant {variant!r}; variants: {', '.join(VARIANTS)}")
+    return dataclasses.replace(base, **VARIANTS[variant])
+
+
+def run_accuracy(
+    root: str | Path,
+    variants: list[str],
+    base: TrainConfig,
+    out_dir: Path,
+    tasks: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every variant on the suite at ``root``; return the comparison (also per variant
+    under ``out_dir``)."""
+    ctx = DistContext(0, 1, torch.device("cpu" if base.device == "auto" else base.device))
+    configs = {v: variant_config(base, v) for v in variants}  # all checked before any runs
+    rows = {}
+    for variant, cfg in configs.items():
+        table = run_vtab(root, tasks, cfg, out_dir / variant, ctx, progress=progress)
+        summaries = [json.loads((out_dir / variant / t / "summary.json").read_text()) for t in table["tasks"]]
+        trained = statistics.fmean(s["trained_params"] for s in summaries)
+        backbone = statistics.fmean(s["backbone_params"] for s in summaries)
+        rows[variant] = {
+            **table,
+            "trained_params_m": trained / 1e6,
+            "trained_percent_of_backbone": 100 * trained / backbone,
+            "train_seconds": sum(s["wall_seconds"] for s in summaries),
+            "config": cfg.to_dict(),
+        }
+    return {"suite": list(suite_tasks(root)), "variants": rows}
+
+
+def render_comparison(result: dict[str, Any]) -> str:
+    """One row per variant: tasks by group, group means, paper average, trained parameters."""
+    suite = result["suite"]
+    rows = result["variants"]
+    groups = {t: next(iter(rows.values()))["task_groups"].get(t) for t in suite}
+    ordered = [t for g in GROUPS for t in suite if groups.get(t) == g]
+    head = ["method", *ordered, *(f"{g} mean" for g in GROUPS), "average", "trained (M)", "% of backbone"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    for variant, row in rows.items():
+        cells = [variant, *(fmt(row["tasks"].get(t)) for t in ordered)]
+        cells += [fmt(row["group_means"][g]) for g in GROUPS]
+        cells += [f"**{fmt(row['paper_average'])}**", f"{row['trained_params_m']:.3f}"]
+        cells += [f"{row['trained_percent_of_backbone']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy in %, test split; average = mean of the three group means (the paper's)."]
+    protocols = sorted({p for row in rows.values() for p in row["protocols"]})
+    lines += ["Protocol: " + "; ".join(protocols)]
+    return "\n".join(lines) + "\n"
