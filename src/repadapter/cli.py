@@ -42,7 +42,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     manifest = pretrain(cfg, Path(args.out))
     print(
         f"Fashion-MNIST test accuracy {manifest['source_test_accuracy']:.4f} after {cfg.epochs} epochs "
-        f"({manifest['wall_seconds'] / 60:.1f} min); wrote {Path(args.out).with_suffix('.safetensors')} "
+        f"({manifest['wall_seconds'] / 60:.1f} min); wrote {args.out}.safetensors "
         "and its manifest"
     )
 

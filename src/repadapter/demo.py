@@ -59,7 +59,7 @@ def _recipe(settings: DemoSettings, method: str) -> TrainConfig:
         groups=settings.groups,
         scale=str(settings.scale),
         epochs=settings.epochs,
-        warmup_epochs=1,
+        warmup_epochs=0,
         lr=settings.lr,
         batch_size=settings.batch_size,
         selection="none",

@@ -29,11 +29,15 @@ def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch):
     out = tmp_path / "vit.fmnist"
     manifest = pretrain(PretrainConfig(epochs=1, batch_size=8, warmup_steps=1), out, progress=False)
     assert manifest["steps"] == 4 and manifest["epochs"] == 1 and 0 <= manifest["source_test_accuracy"] <= 1
-    assert json.loads(out.with_suffix(".json").read_text())["weights_sha256"] == manifest["weights_sha256"]
+    saved = json.loads((tmp_path / "vit.fmnist.json").read_text())
+    assert (
+        saved["weights_sha256"] == manifest["weights_sha256"]
+        and saved["weights_file"] == "vit.fmnist.safetensors"
+    )
     model = timm.create_model(
         "vit_tiny6_patch4_32",
         pretrained=True,
         num_classes=3,
-        pretrained_cfg_overlay={"file": str(out.with_suffix(".safetensors"))},
+        pretrained_cfg_overlay={"file": str(tmp_path / "vit.fmnist.safetensors")},
     )
     assert model.head.out_features == 3 and manifest["parameters"] == 2_693_578

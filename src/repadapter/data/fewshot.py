@@ -4,7 +4,7 @@
 ``train_meta.list.num_shot_<K>.seed_<S>`` lists the K-shot training images of seed S
 (relative to ``images/train``) and ``test_meta.list`` the test images (relative to
 ``images/test``). This layout has no validation list, so runs on it train for the full
-schedule and report the final test accuracy (or, with --select-on-test, the official protocol).
+schedule and report the final test accuracy (or, with --selection test, the official protocol).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
     bar.close()
     wall = time.perf_counter() - began
 
-    weights = out.with_suffix(".safetensors")
+    weights = out.parent / f"{out.name}.safetensors"
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     manifest = {
@@ -170,5 +170,5 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
         "weights_sha256": _sha256(weights),
     }
     text = json.dumps(manifest, indent=2) + "\n"
-    atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+    atomic_write(out.parent / f"{out.name}.json", lambda tmp: tmp.write_text(text))
     return manifest

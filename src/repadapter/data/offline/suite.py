@@ -38,7 +38,7 @@ DEFAULT_SIZES = {"train": 800, "val": 200, "test": 1000}
 # One scale and no selection search, so every method trains once per task.
 SUITE_RECIPE: dict[str, Any] = {
     "epochs": 8,
-    "warmup_epochs": 1,
+    "warmup_epochs": 0,
     "lr": 1e-3,
     "batch_size": 64,
     "eval_batch_size": 250,
