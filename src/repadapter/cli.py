@@ -41,7 +41,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     manifest = pretrain(cfg, Path(args.out))
     print(
-        f"Fashion-MNIST test accuracy {manifest['source_test_accuracy']:.4f} after {cfg.epochs} epochs "
+        f"Fashion-MNIST test accuracy {manifest['source_test_accuracy']:.4f}, held-out cosine to the teacher "
+        f"{manifest['held_out_cosine']:.4f} after {cfg.steps} steps "
         f"({manifest['wall_seconds'] / 60:.1f} min); wrote {args.out}.safetensors "
         "and its manifest"
     )
@@ -71,7 +72,8 @@ def _bench_accuracy(args: argparse.Namespace) -> None:
     made_by = provenance()
     recipe = (read_suite_manifest(args.root) or {}).get("recipe", {})
     flags = {"model": args.model, "img_size": args.img_size, "epochs": args.epochs, "lr": args.lr}
-    cfg = resolve_config(args.config, **{**recipe, **flags, "device": "cpu"})
+    given = {k: v for k, v in flags.items() if v is not None}
+    cfg = resolve_config(args.config, **{**recipe, **given, "device": "cpu"})
     out = Path(args.out)
     result = run_accuracy(args.root, args.methods, cfg, out, args.tasks, progress=not args.quiet)
     text = render_comparison(result)
