@@ -4,8 +4,16 @@ import numpy as np
 import timm
 import torch
 
+from repadapter.data.offline.specialized import SCIENCE_IMAGES
 from repadapter.engine import pretrain as pretrain_module
-from repadapter.engine.pretrain import PretrainConfig, _augment, pretrain
+from repadapter.engine.pretrain import (
+    DISTILL_PHOTOS,
+    PretrainConfig,
+    _augment,
+    _photo,
+    _photo_crops,
+    pretrain,
+)
 
 
 def test_augmentation_is_seeded_and_stays_in_range():
@@ -18,6 +26,16 @@ def test_augmentation_is_seeded_and_stays_in_range():
     assert torch.equal(plain[:, 0], plain[:, 1])  # untinted: grey in all three channels
 
 
+def test_distillation_photos_are_not_suite_images_and_crops_are_seeded():
+    assert not set(DISTILL_PHOTOS) & set(SCIENCE_IMAGES)
+    photos = [_photo(name) for name in DISTILL_PHOTOS[:3]]
+    a = _photo_crops(photos, 4, 64, torch.Generator().manual_seed(0))
+    assert a.shape == (4, 3, 64, 64) and torch.equal(
+        a, _photo_crops(photos, 4, 64, torch.Generator().manual_seed(0))
+    )
+    assert a.min() >= -1 and a.max() <= 1
+
+
 def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
 
@@ -27,8 +45,13 @@ def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pretrain_module, "fashion_mnist", fake)
     out = tmp_path / "vit.fmnist"
-    manifest = pretrain(PretrainConfig(epochs=1, batch_size=8, warmup_steps=1), out, progress=False)
-    assert manifest["steps"] == 4 and manifest["epochs"] == 1 and 0 <= manifest["source_test_accuracy"] <= 1
+    manifest = pretrain(PretrainConfig(steps=2, batch_size=8, warmup_steps=1), out, progress=False)
+    assert (
+        manifest["steps"] == 2
+        and manifest["images_seen"] == 16
+        and 0 <= manifest["source_test_accuracy"] <= 1
+    )
+    assert -1 <= manifest["held_out_cosine"] <= 1 and manifest["history"][-1]["step"] == 2
     saved = json.loads((tmp_path / "vit.fmnist.json").read_text())
     assert (
         saved["weights_sha256"] == manifest["weights_sha256"]
