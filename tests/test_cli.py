@@ -7,7 +7,17 @@ from repadapter.cli import main
 
 def test_demo_writes_its_measurements_with_provenance(tmp_path, capsys):
     out = tmp_path / "demo.json"
-    args = ["demo", "--steps", "2", "--train-images", "64", "--test-images", "32", "--latency-rounds", "2"]
+    sizes = ["--train-images", "16", "--val-images", "8", "--test-images", "16", "--batch-size", "8"]
+    args = [
+        "demo",
+        "--data-root",
+        str(tmp_path / "offline"),
+        *sizes,
+        "--epochs",
+        "1",
+        "--latency-rounds",
+        "2",
+    ]
     assert main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["demo"]["max_abs_logit_diff"] <= 1e-5

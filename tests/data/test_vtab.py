@@ -29,7 +29,7 @@ def test_layout_errors_say_what_is_expected(tmp_path):
     with pytest.raises(RepAdapterError, match="VTAB-1k task folder .*nope does not exist; expected layout"):
         load_vtab_task(tmp_path / "nope")
     (tmp_path / "imagenet").mkdir()
-    with pytest.raises(RepAdapterError, match="unknown VTAB-1k task 'imagenet'"):
+    with pytest.raises(RepAdapterError, match="unknown task 'imagenet'"):
         load_vtab_task(tmp_path / "imagenet")
     (tmp_path / "svhn").mkdir()
     with pytest.raises(RepAdapterError, match="split list .*svhn/train800.txt does not exist"):
