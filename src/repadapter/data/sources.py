@@ -17,7 +17,6 @@ import numpy as np
 from repadapter.errors import RepAdapterError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = "t-shirt/top trouser pullover dress coat sandal shirt sneaker bag ankle-boot".split()
 
 
 def missing_source(what: str, install: str) -> RepAdapterError:
