@@ -438,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     from repadapter.backbones import IN_HOUSE_VIT
     from repadapter.benchmarks.accuracy import VARIANTS
     from repadapter.benchmarks.exactness import DEFAULT_MODELS
+    from repadapter.data.offline.suite import DEFAULT_SIZES
     from repadapter.demo import DemoSettings
     from repadapter.engine.pretrain import PretrainConfig
 
@@ -560,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--root", default="data/offline", help="output folder (default: %(default)s)")
     build.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
     build.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    for split, size in (("train", 800), ("val", 200), ("test", 1000)):
+    for split, size in DEFAULT_SIZES.items():
         build.add_argument(
             f"--{split}", type=int, default=size, help=f"{split} images (default: %(default)s)"
         )

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from repadapter.backbones import IN_HOUSE_VIT, create_base
 from repadapter.benchmarks.latency import measure_latency
 from repadapter.data.lists import ImageListDataset
-from repadapter.data.offline.suite import build_suite
+from repadapter.data.offline.suite import DEFAULT_SIZES, build_suite
 from repadapter.data.transforms import eval_transform, preprocessing
 from repadapter.data.vtab import load_vtab_task
 from repadapter.engine.distributed import DistContext
@@ -36,9 +36,9 @@ class DemoSettings:
     model: str = IN_HOUSE_VIT
     task: str = "clevr_count"
     data_root: str = "data/offline"
-    train_images: int = 800
-    val_images: int = 200
-    test_images: int = 1000
+    train_images: int = DEFAULT_SIZES["train"]
+    val_images: int = DEFAULT_SIZES["val"]
+    test_images: int = DEFAULT_SIZES["test"]
     epochs: int = 8
     lr: float = 1e-3
     batch_size: int = 64

@@ -15,6 +15,7 @@ from torch import nn
 from repadapter.config import RepAdapterConfig
 from repadapter.engine.recipe import TrainConfig
 from repadapter.errors import RepAdapterError
+from repadapter.families.base import timm_classifier_prefixes
 from repadapter.model import inject
 
 
@@ -29,13 +30,11 @@ class Method:
 
 def classifier_names(model: nn.Module) -> tuple[str, ...]:
     """The classifier's module names, as timm records them (``pretrained_cfg['classifier']``)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    names = cfg.get("classifier")
-    if names is None:
+    if (getattr(model, "pretrained_cfg", None) or {}).get("classifier") is None:
         raise RepAdapterError(
             f"cannot tell the classifier of a {type(model).__name__}: it has no timm pretrained_cfg"
         )
-    return (names,) if isinstance(names, str) else tuple(names)
+    return timm_classifier_prefixes(model)
 
 
 def _repadapter(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
