@@ -25,10 +25,17 @@ def test_demo_writes_its_measurements_with_provenance(tmp_path, capsys):
     assert "merged vs unmerged" in capsys.readouterr().out
 
 
-def test_params_prints_both_placements(capsys):
+def test_params_prints_each_placement_of_the_family(capsys):
     assert main(["params", "--model", "vit_tiny_patch16_224"]) == 0
     out = capsys.readouterr().out
-    assert "placement=attn   adapters 30,048" in out and "placement=block  adapters 60,096" in out
+    assert "placement=attn    adapters 30,048" in out and "placement=block   adapters 60,096" in out
+    assert main(["params", "--model", "convnext_atto"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [
+        "placement=block",
+        "placement=io",
+        "placement=dwconv",
+    ]
 
 
 def test_verify_reports_and_records(tmp_path, capsys):

@@ -77,3 +77,24 @@ def test_unknown_sources_are_explained(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ra.RepAdapterError, match="holds neither adapter_model.safetensors"):
         ra.from_pretrained(tmp_path / "empty")
+
+
+def test_cards_and_loading_follow_the_family(tmp_path):
+    pytest.importorskip("transformers")
+    from repadapter.benchmarks.support import _hf
+
+    hf = ra.perturb_adapters(ra.inject(_hf("vit", (32, 32))), seed=1).eval()
+    folder = ra.save_pretrained(hf, tmp_path / "hf")
+    card = (folder / "README.md").read_text()
+    assert "hf_vit model" in card and "base_model: timm/" not in card and "model=base" in card
+    assert "`q_proj`" in card and "`fc1`" in card
+    with pytest.raises(ra.RepAdapterError, match="adapts a hf_vit model.*pass model="):
+        ra.from_pretrained(folder)
+    loaded = ra.from_pretrained(folder, model=_hf("vit", (32, 32))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, hf(x).logits)
+
+    cnn = ra.inject(timm.create_model("resnet18", num_classes=3))
+    card = (ra.save_pretrained(cnn, tmp_path / "cnn") / "README.md").read_text()
+    assert "base_model: timm/resnet18" in card and "timm_resnet model" in card and "`conv1`" in card

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from repadapter import __version__
-from repadapter.config import PLACEMENTS, RepAdapterConfig
+from repadapter.config import ALL_PLACEMENTS, PLACEMENTS, RepAdapterConfig
 from repadapter.errors import RepAdapterError
 
 if TYPE_CHECKING:
@@ -88,17 +88,18 @@ def _params(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from repadapter.backbones import create
+    from repadapter.families import family_of
     from repadapter.model import count_parameters, inject, save_adapter
 
     print(f"{args.model}, dim={args.dim}, groups={args.groups}:")
-    for placement in PLACEMENTS:
+    for placement in family_of(create(args.model, num_classes=0)).placements:
         model = create(args.model, num_classes=0)
         inject(model, RepAdapterConfig(dim=args.dim, groups=args.groups, placement=placement))
         counts = count_parameters(model)
         with tempfile.TemporaryDirectory() as tmp:
             size = save_adapter(model, Path(tmp) / "adapter.safetensors").stat().st_size
         print(
-            f"  placement={placement:5s}  adapters {counts.adapter:,} ({counts.adapter / 1e6:.2f}M) "
+            f"  placement={placement:6s}  adapters {counts.adapter:,} ({counts.adapter / 1e6:.2f}M) "
             f"with biases, {counts.adapter_weights:,} ({counts.adapter_weights / 1e6:.2f}M) weights "
             f"only; adapter file without head {size:,} bytes; backbone {counts.backbone:,}"
         )
@@ -144,7 +145,7 @@ RECIPE_HELP = {
     "EfficientNet-Lite names and vit_tiny6_patch4_32.fmnist)",
     "checkpoint": "local weights file for the base model (.safetensors/.pth/.npz), read by timm",
     "img_size": "input size to build the model at (default: the checkpoint's own)",
-    "placement": "attn: adapters before MHA; block: before MHA and FFN",
+    "placement": "attn: adapters before MHA; block: before MHA and FFN (CNNs: block; ConvNeXt also io, dwconv)",
     "dim": "adapter bottleneck width",
     "groups": "groups of the adapter's up projection",
     "scale": "adapter scale s: a number, 'auto' (search 0.1 0.5 1 5 10 on val) or 'paper' "
@@ -427,7 +428,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, defaults: object, helps
         value = getattr(defaults, field.name)
         kwargs = {"default": value, "type": type(value)}
         if field.name == "placement":
-            kwargs["choices"] = PLACEMENTS
+            kwargs["choices"] = ALL_PLACEMENTS
         text = helps.get(field.name, field.name.replace("_", " "))
         parser.add_argument(
             "--" + field.name.replace("_", "-"), help=f"{text} (default: %(default)s)", **kwargs
@@ -606,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain_cmd.set_defaults(func=_pretrain)
 
     params = commands.add_parser(
-        "params", help="print adapter parameter counts and file sizes of a timm ViT for both placements"
+        "params",
+        help="print adapter parameter counts and file sizes of a model for each placement its family offers",
     )
     params.add_argument(
         "--model", default="vit_base_patch16_224", help="timm architecture (default: %(default)s)"

@@ -32,29 +32,46 @@ MERGED_CONFIG = "config.json"
 def _adapter_card(
     meta: dict[str, Any], trained: int, metrics: dict[str, float] | None, task: str | None
 ) -> str:
+    """The model card of an adapter folder; what it says about the base and the sites depends on
+    the family that wrote the file (timm models load by name, other libraries' need ``model=``)."""
     config = meta["config"]
-    base = meta.get("base_model") or "unknown"
+    base = meta.get("base_model")
+    family = meta.get("family", "timm_vit")
+    from_timm = family.startswith("timm_")
+    hub_id = f"timm/{base}" if from_timm and base else base
+    # A consumer "" is the site's host layer itself (CNN sites fold into the conv they wrap).
+    layers = sorted(
+        {c or host.rsplit(".", 1)[-1] for host, site in meta["sites"].items() for c in site["consumers"]}
+    )
+    shown = ", ".join(f"`{name}`" for name in layers[:4]) + (", ..." if len(layers) > 4 else "")
     rows = "".join(f"| {name} | {value:.4g} |\n" for name, value in (metrics or {}).items())
+    targets = config["target_modules"]
+    placement = f"target_modules {list(targets)}" if targets else config["placement"]
+    load = (
+        'model = ra.from_pretrained("<this repo or folder>")  # base model from timm + this adapter'
+        if from_timm and base
+        else f"base = ...  # the {base or 'base'} model, as its library builds it\n"
+        'model = ra.from_pretrained("<this repo or folder>", model=base)'
+    )
     return f"""---
 library_name: repadapter
-base_model: timm/{base}
-tags:
+{f"base_model: {hub_id}{chr(10)}" if hub_id else ""}tags:
 - image-classification
 - repadapter
 - parameter-efficient-fine-tuning
 ---
 
-# RepAdapter for `{base}`{f" on {task}" if task else ""}
+# RepAdapter for `{base or family}`{f" on {task}" if task else ""}
 
-A [RepAdapter](https://arxiv.org/abs/2302.08106) adapter: linear bottlenecks before the
-attention{" and the MLP" if config["placement"] == "block" else ""} of each block, which fold into
-the backbone after training, so the deployed model has the base model's size and speed.
+A [RepAdapter](https://arxiv.org/abs/2302.08106) adapter for a {family} model: linear bottlenecks
+on the inputs of {len(meta["sites"])} sites (feeding {shown}), which fold into those layers after
+training, so the deployed model has the base model's size and speed.
 
 | setting | value |
 |---|---|
-| base model | `{base}` |
+| base model | `{base or "not recorded"}` ({family}) |
 | classes | {meta.get("num_classes")} |
-| placement | {config["placement"]} |
+| placement | {placement} |
 | dim / groups / scale | {config["dim"]} / {config["groups"]} / {config["scale"]} |
 | adapter sites | {len(meta["sites"])} |
 | trained parameters (adapters + head) | {trained:,} |
@@ -65,8 +82,8 @@ the backbone after training, so the deployed model has the base model's size and
 ```python
 import repadapter as ra
 
-model = ra.from_pretrained("<this repo or folder>")  # base model from timm + this adapter
-deployed = ra.merge(model)                           # a plain timm model, adapters folded in
+{load}
+deployed = ra.merge(model)  # the base architecture, adapters folded in
 ```
 """
 
@@ -162,6 +179,12 @@ def from_pretrained(
     if (folder / ADAPTER_WEIGHTS).is_file():
         if model is None:
             meta = read_adapter_file(folder / ADAPTER_WEIGHTS).metadata
+            if not str(meta.get("family", "timm_")).startswith("timm_"):
+                base = meta.get("base_model") or "base not recorded"
+                raise RepAdapterError(
+                    f"{folder} adapts a {meta['family']} model ({base}), which repadapter cannot build "
+                    "by name; build it with its library and pass model=<the base model>"
+                )
             if not meta.get("base_model") or not isinstance(meta.get("num_classes"), int):
                 raise RepAdapterError(f"{folder} does not name its base model; pass model=<the base model>")
             model = create_base(meta["base_model"], meta["num_classes"], pretrained=base_pretrained)

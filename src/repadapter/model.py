@@ -403,9 +403,12 @@ def unmerge(model: nn.Module, adapter_file: str | os.PathLike[str], inplace: boo
 
 
 def _base_model_name(model: nn.Module) -> str | None:
+    """timm's ``architecture.tag``, or a Hugging Face model's ``name_or_path``, when recorded."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     arch, tag = cfg.get("architecture"), cfg.get("tag")
-    return f"{arch}.{tag}" if arch and tag else arch
+    if arch:
+        return f"{arch}.{tag}" if tag else arch
+    return getattr(getattr(model, "config", None), "name_or_path", None) or None
 
 
 def _snapshot(model: nn.Module, label: str) -> AdapterFile:

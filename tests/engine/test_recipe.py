@@ -22,6 +22,7 @@ def test_yaml_then_flags(tmp_path):
     path.write_text("lr: 0.005\nepochs: 20\nscale: 0.5\n")
     cfg = resolve_config(path, epochs=30, batch_size=None)
     assert (cfg.lr, cfg.epochs, cfg.scale, cfg.batch_size) == (0.005, 30, "0.5", 64)
+    assert resolve_config(path, placement="io").placement == "io"  # a ConvNeXt placement
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,7 @@ def test_yaml_then_flags(tmp_path):
         ("scale: big\n", "scale must be 'auto', 'paper' or a number"),
         ("warmup_epochs: 100\n", "0 <= warmup_epochs < epochs"),
         ("amp: fp8\n", "amp must be one of"),
+        ("placement: ffn\n", "placement must be one of \\('attn', 'block', 'io', 'dwconv'\\)"),
     ],
 )
 def test_bad_config_files_are_explained(tmp_path, text, message):

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from repadapter.config import PLACEMENTS
+from repadapter.config import ALL_PLACEMENTS
 from repadapter.data.transforms import NORMALIZATIONS
 from repadapter.errors import RepAdapterError
 
@@ -62,7 +62,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.placement in PLACEMENTS, f"placement must be one of {PLACEMENTS}"),
+            (self.placement in ALL_PLACEMENTS, f"placement must be one of {ALL_PLACEMENTS}"),
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
             (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}"),
