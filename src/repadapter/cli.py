@@ -145,7 +145,7 @@ RECIPE_HELP = {
     "EfficientNet-Lite names and vit_tiny6_patch4_32.fmnist)",
     "checkpoint": "local weights file for the base model (.safetensors/.pth/.npz), read by timm",
     "img_size": "input size to build the model at (default: the checkpoint's own)",
-    "placement": "attn: adapters before MHA; block: before MHA and FFN (CNNs: block; ConvNeXt also io, dwconv)",
+    "placement": "attn: adapters before MHA; block: before MHA and FFN (CNNs: block; ConvNeXt: io, dwconv)",
     "dim": "adapter bottleneck width",
     "groups": "groups of the adapter's up projection",
     "scale": "adapter scale s: a number, 'auto' (search 0.1 0.5 1 5 10 on val) or 'paper' "

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from repadapter.backbones import IN_HOUSE_VIT, create_base
 from repadapter.benchmarks.latency import measure_latency
+from repadapter.benchmarks.support import TOL
 from repadapter.data.lists import ImageListDataset
 from repadapter.data.offline.suite import DEFAULT_SIZES, build_suite
 from repadapter.data.transforms import eval_transform, preprocessing
@@ -96,15 +97,19 @@ def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
     vanilla.load_state_dict(merged.state_dict(), strict=True)
     prep = preprocessing(vanilla)
     loader = DataLoader(ImageListDataset(task.split("test"), eval_transform(prep)), batch_size=250)
-    max_diff, correct, total = 0.0, 0, 0
+    max_diff, max_logit, correct, total = 0.0, 0.0, 0, 0
     with torch.inference_mode():
         for images, labels in loader:
             a, b = unmerged(images), vanilla(images)
             max_diff = max(max_diff, (a - b).abs().max().item())
+            max_logit = max(max_logit, a.abs().max().item())
             correct += (b.argmax(-1) == labels).sum().item()
             total += len(labels)
+    # float32 rounding grows with the values: the library's bound is TOL x max(1, max |logit|).
+    bound = TOL * max(1.0, max_logit)
+    exact = f"max |logit| {max_logit:.1f}, bound {bound:.1e}: {'within' if max_diff <= bound else 'OVER'}"
     log(
-        f"  merged vs unmerged: max |delta logits| = {max_diff:.2e}; "
+        f"  merged vs unmerged: max |delta logits| = {max_diff:.2e} ({exact}); "
         f"merged test accuracy {100 * correct / total:.1f}%"
     )
 
@@ -129,7 +134,7 @@ def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
         f"{rep['trained_percent_of_backbone']:.2f}% of the backbone; linear probe {lin['trained_params']:,}",
         f"adapter file: {file_bytes:,} bytes; merged model: {counts['merged']:,} parameters "
         f"(base: {counts['base']:,})",
-        f"merged vs unmerged: max |delta logits| {max_diff:.2e} over {total} test images",
+        f"merged vs unmerged: max |delta logits| {max_diff:.2e} over {total} test images ({exact})",
         "latency (median): "
         + ", ".join(f"{n} {s.median * 1e3:.2f} ms ({ratios[n]:.2f}x)" for n, s in latency.items()),
     ]
@@ -150,6 +155,8 @@ def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
         "parameters": counts,
         "adapter_file_bytes": file_bytes,
         "max_abs_logit_diff": max_diff,
+        "max_abs_logit": max_logit,
+        "merge_bound": bound,
         "train_seconds": {"repadapter": rep["wall_seconds"], "linear": lin["wall_seconds"]},
         "latency_batch1": {n: s.as_dict() for n, s in latency.items()},
         "latency_ratio_to_base": ratios,

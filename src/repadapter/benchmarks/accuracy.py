@@ -61,6 +61,8 @@ def run_accuracy(
             "trained_params_m": trained / 1e6,
             "trained_percent_of_backbone": 100 * trained / backbone,
             "train_seconds": sum(s["wall_seconds"] for s in summaries),
+            # A resumed benchmark reuses finished tasks: the commits their runs were made at.
+            "task_commits": sorted({s.get("provenance", {}).get("git_commit", "unknown") for s in summaries}),
             "config": cfg.to_dict(),
         }
     return {"suite": list(suite_tasks(root)), "variants": rows}
