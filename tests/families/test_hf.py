@@ -40,3 +40,22 @@ def test_only_adapters_and_classifier_train():
     assert trained == {
         n for n, _ in model.named_parameters() if ".repadapter." in n or n.startswith("classifier.")
     }
+
+
+@pytest.mark.parametrize("kind", ["vit", "dinov2", "clip"])
+def test_a_model_saved_and_loaded_with_from_pretrained_merges_to_its_vanilla_class(kind, tmp_path):
+    """The user's path: <Class>.from_pretrained(<local folder or hub id>), adapt, merge, reload."""
+    import torch
+
+    from repadapter.benchmarks.support import _hf_forward
+
+    _hf(kind, (32, 32)).save_pretrained(tmp_path / "base")
+    cls = type(_hf(kind, (32, 32)))
+    adapted = ra.perturb_adapters(ra.inject(cls.from_pretrained(tmp_path / "base")), seed=4).eval()
+    folder = ra.save_pretrained(adapted, tmp_path / "adapter")
+    merged = ra.merge(ra.from_pretrained(folder, model=cls.from_pretrained(tmp_path / "base")))
+    vanilla = cls.from_pretrained(tmp_path / "base").eval()
+    vanilla.load_state_dict(merged.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (_hf_forward(vanilla, x) - _hf_forward(adapted, x)).abs().max() <= 1e-5
