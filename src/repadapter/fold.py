@@ -248,3 +248,33 @@ def unfold_from_producer(producer: nn.Module | Projection, affine: AffineMap, wh
             bias = affine.left_solve((layer.bias.double() - affine.shift)[:, None], where)[:, 0]
             layer.bias.copy_(bias.to(layer.bias.dtype))
         layer.weight.copy_(weight.reshape(layer.weight.shape).to(layer.weight.dtype))
+
+
+# --- folds of the baseline methods (methods/): weight deltas and output scale-shifts ----------
+
+
+def add_weight_delta(layer: nn.Linear, delta: torch.Tensor) -> None:
+    """``W <- W + delta`` for a float64 ``delta`` (LoRA, FacT), cast once on write-back."""
+    if delta.shape != layer.weight.shape:
+        raise RepAdapterError(
+            f"a {tuple(delta.shape)} update does not fit a {tuple(layer.weight.shape)} weight"
+        )
+    with torch.no_grad():
+        layer.weight.copy_((layer.weight.double() + delta).to(layer.weight.dtype))
+
+
+def fold_output_scale_shift(
+    layer: nn.Linear | nn.LayerNorm, scale: torch.Tensor, shift: torch.Tensor
+) -> None:
+    """Fold ``y -> y * scale + shift`` on a Linear's or LayerNorm's output channels into its
+    weight and bias (SSF): each output row (a LayerNorm's gain) scales, the bias scales and shifts."""
+    if layer.weight is None or layer.bias is None:
+        raise RepAdapterError(
+            f"cannot fold a scale-shift into a {type(layer).__name__} without weight and bias "
+            "(build it with bias=True / elementwise_affine=True)"
+        )
+    scale, shift = scale.double(), shift.double()
+    with torch.no_grad():
+        weight = layer.weight.double() * (scale[:, None] if layer.weight.ndim == 2 else scale)
+        layer.weight.copy_(weight.to(layer.weight.dtype))
+        layer.bias.copy_((layer.bias.double() * scale + shift).to(layer.bias.dtype))

@@ -21,13 +21,13 @@ from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
 from repadapter.engine.suite import run_vtab
 from repadapter.errors import RepAdapterError
+from repadapter.methods import METHODS
 
 # What a variant changes in the recipe.
 VARIANTS: dict[str, dict[str, Any]] = {
     "repadapter-block": {"method": "repadapter", "placement": "block"},
     "repadapter-attn": {"method": "repadapter", "placement": "attn"},
-    "linear": {"method": "linear"},
-    "full": {"method": "full"},
+    **{name: {"method": name} for name in METHODS if name != "repadapter"},
     "linear-random-init": {"method": "linear", "pretrained": False},
 }
 
