@@ -104,6 +104,22 @@ def _bench_latency(args: argparse.Namespace) -> None:
     print(f"wrote {out}/latency.md, latency.json and latency.png")
 
 
+def _bench_training(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.provenance import provenance, write_result
+    from repadapter.benchmarks.training import render_training_cost, run_training_cost
+    from repadapter.files import atomic_write
+
+    made_by = provenance()
+    result = run_training_cost(args.model, args.methods, args.batch, args.steps, args.threads, args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = render_training_cost(result)
+    atomic_write(out / "training.md", lambda tmp: tmp.write_text(text))
+    write_result(out / "training.json", result, made_by)
+    print(text, end="")
+    print(f"wrote {out}/training.md and training.json")
+
+
 def _params(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -466,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     from repadapter.benchmarks.accuracy import VARIANTS
     from repadapter.benchmarks.exactness import DEFAULT_MODELS
     from repadapter.benchmarks.latency import LATENCY_MODELS, TIMED_METHODS
+    from repadapter.benchmarks.training import TRAINED_METHODS
     from repadapter.data.offline.suite import DEFAULT_SIZES
     from repadapter.demo import DemoSettings
     from repadapter.engine.pretrain import PretrainConfig
@@ -635,6 +652,26 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     latency.add_argument("--out", required=True, help="results folder")
     latency.set_defaults(func=_bench_latency)
+
+    training = bench.add_parser(
+        "training",
+        help="step time and peak memory of each method vs full fine-tuning",
+        description="One training step (forward, backward, AdamW) per method on a randomly initialised "
+        "model, each method in its own process; median step time and peak memory, as ratios to full "
+        "fine-tuning. Writes <out>/training.md and training.json.",
+    )
+    training.add_argument("--model", default="vit_base_patch16_224", help="(default: %(default)s)")
+    training.add_argument(
+        "--methods", nargs="+", default=list(TRAINED_METHODS), choices=list(TRAINED_METHODS)
+    )
+    training.add_argument("--batch", type=int, default=8, help="(default: %(default)s)")
+    training.add_argument(
+        "--steps", type=int, default=3, help="timed steps after one warm-up (default: %(default)s)"
+    )
+    training.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    training.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    training.add_argument("--out", required=True, help="results folder")
+    training.set_defaults(func=_bench_training)
 
     pretrain_cmd = commands.add_parser(
         "pretrain",

@@ -116,9 +116,10 @@ def _autocast(cfg: TrainConfig, ctx: DistContext) -> Any:
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
 
 
-def _peak_memory(ctx: DistContext) -> int:
-    if ctx.device.type == "cuda":
-        return torch.cuda.max_memory_allocated(ctx.device)
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes: CUDA memory allocated on ``device``, or on CPU the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
@@ -321,5 +322,5 @@ def fit(
             atomic_write(checkpoint, functools.partial(torch.save, state))
             _write_metrics(run_dir, result.history)
         ctx.barrier()
-    result.peak_memory_bytes = _peak_memory(ctx)
+    result.peak_memory_bytes = peak_memory(ctx.device)
     return result

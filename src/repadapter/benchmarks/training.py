@@ -1,0 +1,130 @@
+"""`repadapter bench training`: what one training step costs with each method, against full
+fine-tuning, on the same model and batch.
+
+Each method runs in a fresh subprocess, so its peak memory (CUDA: allocated; CPU: the process's
+peak RSS) is its own: model, gradients, optimizer state and the activations autograd keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn import functional
+
+TRAINED_METHODS = (
+    "full",
+    "linear",
+    "repadapter",
+    "bitfit",
+    "lora",
+    "ssf",
+    "fact-tt",
+    "adapter",
+    "adaptformer",
+    "vpt-deep",
+)
+
+
+def measure_step(spec: str, method_name: str, batch: int, steps: int, device: str = "cpu") -> dict[str, Any]:
+    """Median seconds of a full training step (forward, backward, AdamW) after one warm-up step,
+    and the peak memory, for ``method_name`` on a randomly initialised ``spec``."""
+    from timm.data import resolve_data_config
+
+    from repadapter.backbones import create
+    from repadapter.engine.recipe import TrainConfig
+    from repadapter.engine.trainer import peak_memory
+    from repadapter.methods import method
+
+    where = torch.device(device)
+    torch.manual_seed(0)
+    model = create(spec, pretrained=False, num_classes=100)
+    size = resolve_data_config({}, model=model)["input_size"]
+    model = method(method_name).prepare(model, TrainConfig(method=method_name), 1.0).to(where).train()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
+    x = torch.randn(batch, *size, device=where)
+    y = torch.randint(0, 100, (batch,), device=where)
+
+    def step() -> float:
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
+        began = time.perf_counter()
+        loss = functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
+        return time.perf_counter() - began
+
+    step()
+    times = [step() for _ in range(steps)]
+    return {
+        "method": method_name,
+        "trained_params": sum(p.numel() for p in trained),
+        "step_seconds": {"median": statistics.median(times), "min": min(times), "max": max(times)},
+        "peak_memory_bytes": peak_memory(where),
+    }
+
+
+def run_training_cost(
+    spec: str, methods: Sequence[str], batch: int, steps: int, threads: int, device: str = "cpu"
+) -> dict[str, Any]:
+    """`measure_step` for every method, each in its own process; ratios to full fine-tuning."""
+    rows = {}
+    for name in methods:
+        code = (
+            f"import json, torch; torch.set_num_threads({threads}); "
+            "from repadapter.benchmarks.training import measure_step; "
+            f"print(json.dumps(measure_step({spec!r}, {name!r}, {batch}, {steps}, {device!r})))"
+        )
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        if run.returncode:
+            raise RuntimeError(f"measuring {name} on {spec} failed:\n{run.stderr[-2000:]}")
+        rows[name] = json.loads(run.stdout.strip().splitlines()[-1])
+        print(f"{spec} {name}: {rows[name]['step_seconds']['median']:.3f} s/step", flush=True)
+    if "full" in rows:
+        full = rows["full"]
+        for row in rows.values():
+            row["time_vs_full"] = row["step_seconds"]["median"] / full["step_seconds"]["median"]
+            row["memory_vs_full"] = row["peak_memory_bytes"] / full["peak_memory_bytes"]
+    return {
+        "model": spec,
+        "batch": batch,
+        "steps": steps,
+        "threads": threads,
+        "device": device,
+        "methods": rows,
+    }
+
+
+def render_training_cost(result: dict[str, Any]) -> str:
+    head = [
+        "method",
+        "trained params",
+        "step (s, median)",
+        "time vs full",
+        "peak memory (MiB)",
+        "memory vs full",
+    ]
+    lines = [
+        f"{result['model']}, batch {result['batch']}, {result['device']}, {result['threads']} threads, "
+        f"median of {result['steps']} steps after one warm-up",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, row in result["methods"].items():
+        cells = [name, f"{row['trained_params']:,}", f"{row['step_seconds']['median']:.3f}"]
+        cells += [f"{row.get('time_vs_full', float('nan')):.2f}", f"{row['peak_memory_bytes'] / 2**20:.0f}"]
+        cells += [f"{row.get('memory_vs_full', float('nan')):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "CPU memory is the process's peak RSS (model, gradients, optimizer state, activations)."]
+    return "\n".join(lines) + "\n"
