@@ -42,6 +42,11 @@ def swin():
     ).eval()
 
 
+def convnext():
+    torch.manual_seed(0)
+    return timm.create_model("convnext_tiny", depths=(1, 1, 1, 1), num_classes=5).eval()
+
+
 def prepared(name: str, model, scale: float = 1.0):
     return method(name).prepare(model, tiny_recipe(method=name, dim=4, dropout=0.0), scale).eval()
 
@@ -72,7 +77,7 @@ MERGE_CASES = [
     if METHODS[name].mergeable
     for build in (vit, swin)
     if (name, build) != ("fact-tt", swin)
-]
+] + [("ssf", convnext)]  # Linear MLPs and channels-last norms; the NCHW head norm is left alone
 
 
 @pytest.mark.parametrize("name, build", MERGE_CASES, ids=[f"{n}-{b.__name__}" for n, b in MERGE_CASES])
@@ -81,7 +86,8 @@ def test_mergeable_methods_deploy_as_the_vanilla_model(name, build):
     deployed = deploy(trained, name)
     vanilla = build()
     vanilla.load_state_dict(deployed.state_dict(), strict=True)
-    x = torch.randn(2, 3, *vanilla.patch_embed.img_size)
+    size = getattr(getattr(vanilla, "patch_embed", None), "img_size", (64, 64))
+    x = torch.randn(2, 3, *size)
     with torch.no_grad():
         out = trained(x)
         assert (vanilla(x) - out).abs().max() <= 1e-5 * max(1.0, out.abs().max().item())

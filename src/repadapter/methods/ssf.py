@@ -1,5 +1,6 @@
 """SSF: a learned per-channel scale and shift after every LayerNorm and Linear of each block
-(and the final norm): ``y * gamma + beta``, gamma ~ N(1, 0.02), beta ~ N(0, 0.02) as in the paper.
+(and the final norm; channels-last layers only): ``y * gamma + beta``, with gamma ~ N(1, 0.02)
+and beta ~ N(0, 0.02) as in the paper.
 
 Each scale-shift is affine on its layer's output channels, so it folds into that layer.
 """
@@ -7,6 +8,7 @@ Each scale-shift is affine on its layer's output channels, so it folds into that
 from __future__ import annotations
 
 import torch
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from repadapter.engine.recipe import TrainConfig
@@ -35,9 +37,13 @@ class ScaleShift(nn.Module):
 
 
 def _ssf(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
-    targets = layers_named(model, _TARGETS, nn.Linear, "ssf") + layers_named(
-        model, _TARGETS, nn.LayerNorm, "ssf"
-    )
+    # Channels-last outputs only: a LayerNorm2d (ConvNeXt's head) normalises dim 1 of NCHW maps.
+    norms = [
+        name
+        for name in layers_named(model, _TARGETS, nn.LayerNorm, "ssf")
+        if not isinstance(model.get_submodule(name), LayerNorm2d)
+    ]
+    targets = layers_named(model, _TARGETS, nn.Linear, "ssf") + norms
     wrap(model, targets, ScaleShift)
     return train_only(model, lambda name: ".ssf_" in name)
 
