@@ -127,6 +127,8 @@ def test_methods_refuse_models_they_cannot_handle():
         prepared("vpt-deep", swin())
     with pytest.raises(RepAdapterError, match="fact-tt shares its factors across blocks of one width"):
         prepared("fact-tt", swin())
+    with pytest.raises(RepAdapterError, match="fact-tt factorises the attention.*ConvNeXt has no attn.qkv"):
+        prepared("fact-tt", convnext())
     with pytest.raises(RepAdapterError, match="unknown method 'prompt'; methods: repadapter, linear"):
         method("prompt")
 

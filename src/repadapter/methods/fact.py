@@ -68,6 +68,11 @@ def _fact_tt(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
     widths = {
         cast(nn.Linear, model.get_submodule(name)).in_features for name in targets if name.endswith("qkv")
     }
+    if not widths:
+        raise RepAdapterError(
+            f"--method fact-tt factorises the attention and MLP weights of transformer blocks; a "
+            f"{type(model).__name__} has no attn.qkv: use --method repadapter, ssf or full"
+        )
     if len(widths) != 1:
         raise RepAdapterError(
             f"--method fact-tt shares its factors across blocks of one width; this model has {sorted(widths)}"
