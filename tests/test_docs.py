@@ -45,8 +45,11 @@ def test_cli_examples_run(page, index, code, capsys):
         assert argv[0] == "repadapter" and main(argv[1:]) == 0, line
 
 
-@pytest.mark.parametrize("name", ["offline_vit", "offline_lite0"])
-def test_readme_result_tables_are_the_committed_result_files(name):
+@pytest.mark.parametrize(
+    "name, file",
+    [("offline_vit", "accuracy.md"), ("offline_lite0", "accuracy.md"), ("latency", "latency.md")],
+)
+def test_readme_result_tables_are_the_committed_result_files(name, file):
     text = (ROOT / "README.md").read_text()
     table = text.split(f"<!-- {name}:start -->\n")[1].split(f"<!-- {name}:end -->")[0]
-    assert table == (ROOT / "results" / name / "accuracy.md").read_text()
+    assert table == (ROOT / "results" / name / file).read_text()

@@ -202,6 +202,8 @@ def plot_latency(result: dict[str, Any], path: Path) -> None:
             ratios = [forms[n]["ratio_to_base"][str(b)] for n in names]
             ax.bar([k + i * width for k in range(len(names))], ratios, width, label=f"batch {b}")
         ax.axhline(1.0, color="black", linewidth=0.8)
+        every = [forms[n]["ratio_to_base"][str(b)] for n in names for b in result["batches"]]
+        ax.set_ylim(min(0.95, min(every) - 0.02), max(1.05, max(every) + 0.02))  # the differences, not 0..1
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names, rotation=20, ha="right")
         ax.set_ylabel("latency / base")
         ax.set_title(spec)
