@@ -47,7 +47,12 @@ def test_cli_examples_run(page, index, code, capsys):
 
 @pytest.mark.parametrize(
     "name, file",
-    [("offline_vit", "accuracy.md"), ("offline_lite0", "accuracy.md"), ("latency", "latency.md")],
+    [
+        ("offline_vit", "accuracy.md"),
+        ("offline_lite0", "accuracy.md"),
+        ("latency", "latency.md"),
+        ("training", "training.md"),
+    ],
 )
 def test_readme_result_tables_are_the_committed_result_files(name, file):
     text = (ROOT / "README.md").read_text()
