@@ -7,16 +7,7 @@ from repadapter.cli import main
 
 def test_training_cost_per_method_against_full_fine_tuning(tmp_path):
     out = tmp_path / "training"
-    args = [
-        "bench",
-        "training",
-        "--model",
-        "vit_tiny6_patch4_32",
-        "--methods",
-        "full",
-        "repadapter",
-        "vpt-deep",
-    ]
+    args = ["bench", "training", "--model", "vit_tiny6_patch4_32", "--methods", "full", "repadapter"]
     assert main([*args, "--batch", "4", "--steps", "2", "--threads", "1", "--out", str(out)]) == 0
     result = json.loads((out / "training.json").read_text())
     rows = result["methods"]
