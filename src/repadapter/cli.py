@@ -62,12 +62,25 @@ def _data_build(args: argparse.Namespace) -> None:
     )
 
 
+def _write_bench(
+    out: Path, stem: str, text: str, result: dict[str, object], made_by: dict[str, object]
+) -> None:
+    """A benchmark's table as ``<out>/<stem>.md`` and its result with provenance as ``<stem>.json``."""
+    from repadapter.benchmarks.provenance import write_result
+    from repadapter.files import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{stem}.md", lambda tmp: tmp.write_text(text))
+    write_result(out / f"{stem}.json", result, made_by)
+    print(text, end="")
+    print(f"wrote {out}/{stem}.md and {out}/{stem}.json")
+
+
 def _bench_accuracy(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.accuracy import render_comparison, run_accuracy
-    from repadapter.benchmarks.provenance import provenance, write_result
+    from repadapter.benchmarks.provenance import provenance
     from repadapter.data.vtab import read_suite_manifest
     from repadapter.engine.recipe import resolve_config
-    from repadapter.files import atomic_write
 
     made_by = provenance()
     recipe = (read_suite_manifest(args.root) or {}).get("recipe", {})
@@ -76,48 +89,31 @@ def _bench_accuracy(args: argparse.Namespace) -> None:
     cfg = resolve_config(args.config, **{**recipe, **given, "device": "cpu"})
     out = Path(args.out)
     result = run_accuracy(args.root, args.methods, cfg, out, args.tasks, progress=not args.quiet)
-    text = render_comparison(result)
-    atomic_write(out / "accuracy.md", lambda tmp: tmp.write_text(text))
-    write_result(out / "accuracy.json", result, made_by)
-    print(text, end="")
-    print(f"wrote {out}/accuracy.md and {out}/accuracy.json")
+    _write_bench(out, "accuracy", render_comparison(result), result, made_by)
 
 
 def _bench_latency(args: argparse.Namespace) -> None:
     import torch
 
     from repadapter.benchmarks.latency import plot_latency, render_latency, run_latency
-    from repadapter.benchmarks.provenance import provenance, write_result
-    from repadapter.files import atomic_write
+    from repadapter.benchmarks.provenance import provenance
 
     if args.threads:
         torch.set_num_threads(args.threads)
     made_by = provenance()
     result = run_latency(args.models, args.batches, args.rounds, args.methods)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = render_latency(result)
-    atomic_write(out / "latency.md", lambda tmp: tmp.write_text(text))
-    write_result(out / "latency.json", result, made_by)
-    plot_latency(result, out / "latency.png")
-    print(text, end="")
-    print(f"wrote {out}/latency.md, latency.json and latency.png")
+    _write_bench(Path(args.out), "latency", render_latency(result), result, made_by)
+    plot_latency(result, Path(args.out) / "latency.png")
+    print(f"wrote {args.out}/latency.png")
 
 
 def _bench_training(args: argparse.Namespace) -> None:
-    from repadapter.benchmarks.provenance import provenance, write_result
+    from repadapter.benchmarks.provenance import provenance
     from repadapter.benchmarks.training import render_training_cost, run_training_cost
-    from repadapter.files import atomic_write
 
     made_by = provenance()
     result = run_training_cost(args.model, args.methods, args.batch, args.steps, args.threads, args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = render_training_cost(result)
-    atomic_write(out / "training.md", lambda tmp: tmp.write_text(text))
-    write_result(out / "training.json", result, made_by)
-    print(text, end="")
-    print(f"wrote {out}/training.md and training.json")
+    _write_bench(Path(args.out), "training", render_training_cost(result), result, made_by)
 
 
 def _params(args: argparse.Namespace) -> None:

@@ -88,13 +88,13 @@ def deploy_forms(
     forms: dict[str, nn.Module] = {"base": base.eval()}
     skipped: dict[str, str] = {}
     for name in methods:
-        cfg = TrainConfig(method=name, dim=dim, dropout=0.0)
+        chosen, cfg = method(name), TrainConfig(method=name, dim=dim, dropout=0.0)
         try:
-            trained = perturb_trained(method(name).prepare(copy.deepcopy(base), cfg, 1.0)).eval()
+            trained = perturb_trained(chosen.prepare(copy.deepcopy(base), cfg, 1.0)).eval()
         except RepAdapterError as err:
             skipped[name] = str(err)
             continue
-        if method(name).mergeable:
+        if chosen.mergeable:
             forms[f"{name} merged"] = deploy(trained, name).eval()
             if name == "repadapter":
                 forms[f"{name} unmerged"] = trained

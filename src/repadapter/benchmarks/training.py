@@ -18,18 +18,10 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-TRAINED_METHODS = (
-    "full",
-    "linear",
-    "repadapter",
-    "bitfit",
-    "lora",
-    "ssf",
-    "fact-tt",
-    "adapter",
-    "adaptformer",
-    "vpt-deep",
-)
+from repadapter.methods import METHODS, method
+
+# Every method, full fine-tuning first: the others are measured against it.
+TRAINED_METHODS = ("full", *(name for name in METHODS if name != "full"))
 
 
 def measure_step(spec: str, method_name: str, batch: int, steps: int, device: str = "cpu") -> dict[str, Any]:
@@ -40,7 +32,6 @@ def measure_step(spec: str, method_name: str, batch: int, steps: int, device: st
     from repadapter.backbones import create
     from repadapter.engine.recipe import TrainConfig
     from repadapter.engine.trainer import peak_memory
-    from repadapter.methods import method
 
     where = torch.device(device)
     torch.manual_seed(0)

@@ -81,11 +81,11 @@ def wrap(model: nn.Module, names: list[str], wrapper: Callable[[Any], nn.Module]
         model.set_submodule(name, wrapper(model.get_submodule(name)))
 
 
-def unwrap(model: nn.Module, kind: type[nn.Module], merged: Callable[[nn.Module], nn.Module]) -> nn.Module:
-    """Replace every ``kind`` wrapper by ``merged(wrapper)``, its base layer with the update folded
-    in; returns ``model``."""
+def unwrap(model: nn.Module, kind: type[nn.Module]) -> nn.Module:
+    """Replace every ``kind`` wrapper by ``wrapper.merged()``, its base layer with the update
+    folded in; returns ``model``."""
     for name in [n for n, m in model.named_modules() if isinstance(m, kind)]:
-        model.set_submodule(name, merged(model.get_submodule(name)))
+        model.set_submodule(name, model.get_submodule(name).merged())  # type: ignore[operator]
     return model
 
 

@@ -84,7 +84,7 @@ def _fact_tt(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
 
 
 def _merge(model: nn.Module) -> nn.Module:
-    unwrap(model, FacTLinear, lambda layer: layer.merged())  # type: ignore[operator]
+    unwrap(model, FacTLinear)
     del model.fact_tt
     return model
 

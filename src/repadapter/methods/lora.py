@@ -44,7 +44,7 @@ def _lora(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
 
 
 def _merge(model: nn.Module) -> nn.Module:
-    return unwrap(model, LoRALinear, lambda layer: layer.merged())  # type: ignore[operator]
+    return unwrap(model, LoRALinear)
 
 
 LORA = Method("lora", "LoRA on the qkv projection, rank --dim, scale s", _lora, True, _merge)

@@ -49,7 +49,7 @@ def _ssf(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
 
 
 def _merge(model: nn.Module) -> nn.Module:
-    return unwrap(model, ScaleShift, lambda layer: layer.merged())  # type: ignore[operator]
+    return unwrap(model, ScaleShift)
 
 
 SSF = Method("ssf", "SSF: scale and shift after each norm and linear layer", _ssf, False, _merge)
