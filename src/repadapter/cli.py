@@ -77,7 +77,7 @@ def _write_bench(
 
 
 def _bench_accuracy(args: argparse.Namespace) -> None:
-    from repadapter.benchmarks.accuracy import render_comparison, run_accuracy
+    from repadapter.benchmarks.accuracy import plot_comparison, render_comparison, run_accuracy
     from repadapter.benchmarks.provenance import provenance
     from repadapter.data.vtab import read_suite_manifest
     from repadapter.engine.recipe import resolve_config
@@ -90,6 +90,8 @@ def _bench_accuracy(args: argparse.Namespace) -> None:
     out = Path(args.out)
     result = run_accuracy(args.root, args.methods, cfg, out, args.tasks, progress=not args.quiet)
     _write_bench(out, "accuracy", render_comparison(result), result, made_by)
+    plot_comparison(result, out / "accuracy.png")
+    print(f"wrote {out}/accuracy.png")
 
 
 def _bench_latency(args: argparse.Namespace) -> None:
@@ -616,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy",
         help="methods x suite tasks under one recipe: per-task accuracy, group means, trained parameters",
         description="Run each method variant on every task of the suite at --root (VTAB-1k or the offline "
-        "suite, whose manifest supplies the recipe) and write <out>/accuracy.md and accuracy.json. "
+        "suite, whose manifest supplies the recipe) and write <out>/accuracy.md, accuracy.json and "
+        "accuracy.png (average accuracy against trained parameters). "
         "Finished tasks are kept, so a stopped benchmark resumes.",
     )
     accuracy.add_argument("--root", default="data/offline", help="suite folder (default: %(default)s)")

@@ -53,6 +53,7 @@ def test_variants_share_the_recipe_and_land_in_one_table(tmp_path, capsys):
     assert (out / "vpt-deep" / "cifar" / "trained.safetensors").is_file()
     text = (out / "accuracy.md").read_text()
     assert text == render_comparison(result)
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     line = next(x for x in text.splitlines() if x.startswith("| linear |"))
     assert f"**{rows['linear']['paper_average']:.1f}**" in line
     first = (out / "linear" / "cifar" / "summary.json").read_text()

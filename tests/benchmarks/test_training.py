@@ -2,6 +2,10 @@
 
 import json
 
+import torch
+from torch import nn
+
+from repadapter.benchmarks.training import saved_activation_bytes
 from repadapter.cli import main
 
 
@@ -18,4 +22,15 @@ def test_training_cost_per_method_against_full_fine_tuning(tmp_path):
     for row in rows.values():
         assert row["step_seconds"]["min"] <= row["step_seconds"]["median"] <= row["step_seconds"]["max"]
         assert row["peak_memory_bytes"] > 50 * 2**20  # a whole process: torch, model, activations
+    # full fine-tuning keeps what every frozen weight's gradient would need; the adapters do not
+    assert 0 < rows["repadapter"]["activations_vs_full"] < 1
     assert "| repadapter |" in (out / "training.md").read_text() and result["provenance"]["command"]
+
+
+def test_saved_activations_count_what_backward_needs_and_not_the_weights():
+    layer = nn.Linear(64, 32)
+    x = torch.randn(10, 64)
+    # a trained weight's gradient needs the input (10 x 64 floats); the weight itself is not counted
+    assert saved_activation_bytes(layer, lambda: layer(x).sum()) == 10 * 64 * 4
+    layer.requires_grad_(False)
+    assert saved_activation_bytes(layer, lambda: layer(x).sum()) == 0  # nothing needs a gradient

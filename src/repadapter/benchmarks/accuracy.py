@@ -3,7 +3,8 @@
 Each method variant runs the whole suite with `run_vtab` (finished tasks are kept, so an
 interrupted benchmark resumes) into ``<out>/<variant>/``; the comparison table gives, per
 variant, every task's test accuracy, the group means, the paper's average (mean of the group
-means), and the trained parameters in millions and as a share of the backbone.
+means), and the trained parameters in millions and as a share of the backbone; the plot puts
+the average against the trained parameters, which is the trade-off people choose on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
 from repadapter.engine.suite import run_vtab
 from repadapter.errors import RepAdapterError
+from repadapter.files import atomic_write
 from repadapter.methods import METHODS
 
 # What a variant changes in the recipe.
@@ -90,3 +92,24 @@ def render_comparison(result: dict[str, Any]) -> str:
     protocols = sorted({p for row in rows.values() for p in row["protocols"]})
     lines += ["Protocol: " + "; ".join(protocols)]
     return "\n".join(lines) + "\n"
+
+
+def plot_comparison(result: dict[str, Any], path: Path) -> None:
+    """Average accuracy against trained parameters (log x), one labelled point per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, row in result["variants"].items():
+        x, y = row["trained_params_m"], row["paper_average"]
+        ax.scatter([x], [y], color="tab:red" if variant.startswith("repadapter") else "tab:blue")
+        ax.annotate(variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trained parameters (M, log scale; head included)")
+    ax.set_ylabel("average accuracy (%, mean of group means)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)

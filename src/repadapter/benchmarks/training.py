@@ -3,6 +3,8 @@ fine-tuning, on the same model and batch.
 
 Each method runs in a fresh subprocess, so its peak memory (CUDA: allocated; CPU: the process's
 peak RSS) is its own: model, gradients, optimizer state and the activations autograd keeps.
+The activations alone are also counted exactly (the tensors autograd saves for backward, each
+storage once, parameters excluded): a number that neither the allocator nor the device blurs.
 """
 
 from __future__ import annotations
@@ -12,16 +14,33 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn import functional
 
 from repadapter.methods import METHODS, method
 
 # Every method, full fine-tuning first: the others are measured against it.
 TRAINED_METHODS = ("full", *(name for name in METHODS if name != "full"))
+
+
+def saved_activation_bytes(model: nn.Module, loss: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the tensors autograd saves for the backward of ``loss()``, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss()
+    return sum(saved.values())
 
 
 def measure_step(spec: str, method_name: str, batch: int, steps: int, device: str = "cpu") -> dict[str, Any]:
@@ -57,11 +76,13 @@ def measure_step(spec: str, method_name: str, batch: int, steps: int, device: st
 
     step()
     times = [step() for _ in range(steps)]
+    activations = saved_activation_bytes(model, lambda: functional.cross_entropy(model(x), y))
     return {
         "method": method_name,
         "trained_params": sum(p.numel() for p in trained),
         "step_seconds": {"median": statistics.median(times), "min": min(times), "max": max(times)},
         "peak_memory_bytes": peak_memory(where),
+        "saved_activation_bytes": activations,
     }
 
 
@@ -86,6 +107,7 @@ def run_training_cost(
         for row in rows.values():
             row["time_vs_full"] = row["step_seconds"]["median"] / full["step_seconds"]["median"]
             row["memory_vs_full"] = row["peak_memory_bytes"] / full["peak_memory_bytes"]
+            row["activations_vs_full"] = row["saved_activation_bytes"] / full["saved_activation_bytes"]
     return {
         "model": spec,
         "batch": batch,
@@ -104,6 +126,8 @@ def render_training_cost(result: dict[str, Any]) -> str:
         "time vs full",
         "peak memory (MiB)",
         "memory vs full",
+        "saved activations (MiB)",
+        "activations vs full",
     ]
     lines = [
         f"{result['model']}, batch {result['batch']}, {result['device']}, {result['threads']} threads, "
@@ -116,6 +140,12 @@ def render_training_cost(result: dict[str, Any]) -> str:
         cells = [name, f"{row['trained_params']:,}", f"{row['step_seconds']['median']:.3f}"]
         cells += [f"{row.get('time_vs_full', float('nan')):.2f}", f"{row['peak_memory_bytes'] / 2**20:.0f}"]
         cells += [f"{row.get('memory_vs_full', float('nan')):.2f}"]
+        cells += [f"{row['saved_activation_bytes'] / 2**20:.0f}"]
+        cells += [f"{row.get('activations_vs_full', float('nan')):.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "CPU memory is the process's peak RSS (model, gradients, optimizer state, activations)."]
+    lines += [
+        "",
+        "CPU memory is the process's peak RSS (model, gradients, optimizer state, activations); saved "
+        "activations are the tensors autograd keeps for backward, counted exactly.",
+    ]
     return "\n".join(lines) + "\n"
