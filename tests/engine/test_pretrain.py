@@ -1,19 +1,23 @@
 import json
 
 import numpy as np
+import pytest
 import timm
 import torch
 
+from repadapter.backbones import create
 from repadapter.data.offline.specialized import SCIENCE_IMAGES
 from repadapter.engine import pretrain as pretrain_module
 from repadapter.engine.pretrain import (
     DISTILL_PHOTOS,
     PretrainConfig,
     _augment,
+    _dense_stage,
     _photo,
     _photo_crops,
     pretrain,
 )
+from repadapter.errors import RepAdapterError
 
 
 def test_augmentation_is_seeded_and_stays_in_range():
@@ -36,7 +40,16 @@ def test_distillation_photos_are_not_suite_images_and_crops_are_seeded():
     assert a.min() >= -1 and a.max() <= 1
 
 
-def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch):
+def test_dense_target_is_the_deepest_teacher_stage_that_covers_the_student_grid():
+    teacher = create("tf_efficientnet_lite0", pretrained=False)
+    assert _dense_stage(teacher, 128, 8) == (3, 112)  # stride 16: 8 x 8 at 128 px
+    assert _dense_stage(teacher, 64, 8) == (2, 40)  # stride 8
+    with pytest.raises(RepAdapterError, match="raise --teacher-size"):
+        _dense_stage(teacher, 4, 8)
+
+
+@pytest.mark.parametrize("dense_weight", [0.0, 1.0])
+def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch, dense_weight):
     rng = np.random.default_rng(0)
 
     def fake(split):
@@ -45,7 +58,9 @@ def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pretrain_module, "fashion_mnist", fake)
     out = tmp_path / "vit.fmnist"
-    manifest = pretrain(PretrainConfig(steps=2, batch_size=8, warmup_steps=1), out, progress=False)
+    cfg = PretrainConfig(steps=2, batch_size=8, warmup_steps=1, dense_weight=dense_weight, teacher_size=128)
+    manifest = pretrain(cfg, out, progress=False)
+    assert ("stage 3's map (112 channels)" in manifest["data"]["teacher"]) == bool(dense_weight)
     assert (
         manifest["steps"] == 2
         and manifest["images_seen"] == 16

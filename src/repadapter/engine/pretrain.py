@@ -8,11 +8,15 @@ weights) through a linear projection (cosine loss), on a 50/50 mix of
 
 - the 60k Fashion-MNIST training images (Debian ``dataset-fashion-mnist``), upsampled, half of
   them drawn in random colours, with random crops and flips, and
-- random crops of scikit-image's bundled photographs that the offline suite does not use,
+- random crops of scikit-image's bundled photographs that the offline suite does not use.
 
-while a linear head learns the Fashion-MNIST classes on the student's features (weight
-``class_weight``), so the source task has an accuracy. The teacher sees each image at
-``teacher_size`` pixels, the student at its own 32. No data set of the offline suite is used.
+With ``dense_weight`` > 0 the student's patch tokens also learn, through their own linear
+projection, the teacher's feature map at the student's grid (the deepest teacher stage at least
+that fine, average-pooled to it): a per-position target keeps the spatial information that the
+pooled target averages away. Meanwhile a linear head learns the Fashion-MNIST classes on the
+student's features (weight ``class_weight``), so the source task has an accuracy. The teacher
+sees each image at ``teacher_size`` pixels, the student at its own 32. No data set of the
+offline suite is used.
 The weights and a manifest (command, data, steps, wall time, source-task accuracy, distillation
 cosine on held-out images) are written atomically.
 """
@@ -38,6 +42,7 @@ from tqdm.auto import tqdm
 from repadapter.backbones import create
 from repadapter.data.sources import FASHION_MNIST_DIR, fashion_mnist, skimage_image
 from repadapter.engine.trainer import seed_everything
+from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
 
 # scikit-image's bundled photographs, minus those the offline suite crops (SCIENCE_IMAGES).
@@ -73,6 +78,7 @@ class PretrainConfig:
     warmup_steps: int = 100
     class_weight: float = 0.1
     color_prob: float = 0.5
+    dense_weight: float = 0.0
     seed: int = 0
 
 
@@ -130,6 +136,21 @@ def _pooled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
 
 
+def _dense_stage(teacher: nn.Module, teacher_size: int, grid: int) -> tuple[int, int]:
+    """Index and width of the teacher's deepest stage whose map at ``teacher_size`` is at least
+    ``grid`` x ``grid``."""
+    stages = [
+        (i, info["num_chs"])
+        for i, info in enumerate(teacher.feature_info)  # type: ignore[arg-type]
+        if teacher_size // info["reduction"] >= grid
+    ]
+    if not stages:
+        raise RepAdapterError(
+            f"no teacher stage is {grid} x {grid} at {teacher_size} px; raise --teacher-size"
+        )
+    return stages[-1]
+
+
 def _accuracy(model: torch.nn.Module, gray: torch.Tensor, labels: torch.Tensor) -> float:
     model.eval()
     correct = 0
@@ -155,6 +176,9 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
     size = int(timm.data.resolve_data_config({}, model=student)["input_size"][-1])
     teacher = create(cfg.teacher, pretrained=True).eval().requires_grad_(False)
     project = nn.Linear(student.num_features, teacher.num_features)  # type: ignore[arg-type]
+    grid = int(student.patch_embed.grid_size[0])  # type: ignore[union-attr,index]
+    stage, stage_width = _dense_stage(teacher, cfg.teacher_size, grid)
+    project_dense = nn.Linear(student.num_features, stage_width)  # type: ignore[arg-type]
     train_x, train_y = fashion_mnist("train")
     test_x, test_y = fashion_mnist("test")
     train_gray = _to_inputs(torch.from_numpy(train_x.copy()), cfg.teacher_size)
@@ -163,7 +187,11 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
     test_labels = torch.from_numpy(test_y.astype("int64"))
     photos = [_photo(name) for name in DISTILL_PHOTOS]
 
-    named = [*student.named_parameters(), *(("project." + n, p) for n, p in project.named_parameters())]
+    heads = {"project": project, "project_dense": project_dense} if cfg.dense_weight else {"project": project}
+    named = [
+        *student.named_parameters(),
+        *((f"{h}.{n}", p) for h, layer in heads.items() for n, p in layer.named_parameters()),
+    ]
     decay = [p for n, p in named if p.ndim > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in named if p.ndim <= 1 or "pos_embed" in n]
     optimizer = torch.optim.AdamW(
@@ -189,13 +217,20 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
         )
         return images, train_labels[idx], idx
 
-    def losses(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cosine to the teacher's pooled features, to its feature map (0 when unused), and the
+        Fashion-MNIST cross-entropy."""
         with torch.no_grad():
-            target = _pooled(teacher, images)
-        feats = _pooled(student, functional.interpolate(images, size=(size, size), mode="area"))
+            final, maps = teacher.forward_intermediates(images, indices=[stage])  # type: ignore[operator]
+            target = teacher.forward_head(final, pre_logits=True)  # type: ignore[operator]
+            target_map = functional.adaptive_avg_pool2d(maps[0], grid).flatten(2).transpose(1, 2)
+        tokens = student.forward_features(functional.interpolate(images, size=(size, size), mode="area"))  # type: ignore[operator]
+        feats = student.forward_head(tokens, pre_logits=True)  # type: ignore[operator]
         cosine = functional.cosine_similarity(project(feats), target).mean()
+        patches = tokens[:, student.num_prefix_tokens :]  # type: ignore[misc]
+        dense = functional.cosine_similarity(project_dense(patches), target_map, dim=-1).mean()
         ce = functional.cross_entropy(student.get_classifier()(feats[: len(labels)]), labels)  # type: ignore[operator]
-        return cosine, ce
+        return cosine, dense, ce
 
     held_out = batch(256, torch.Generator().manual_seed(cfg.seed + 1))
     g = torch.Generator().manual_seed(cfg.seed)
@@ -207,13 +242,13 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
         images, labels, _ = batch(cfg.batch_size, g)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        cosine, ce = losses(images, labels)
-        loss = (1 - cosine) + cfg.class_weight * ce
+        cosine, dense, ce = losses(images, labels)
+        loss = (1 - cosine) + cfg.dense_weight * (1 - dense) + cfg.class_weight * ce
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         bar.update()
-        bar.set_postfix(cosine=f"{cosine.item():.3f}", ce=f"{ce.item():.3f}")
+        bar.set_postfix(cosine=f"{cosine.item():.3f}", dense=f"{dense.item():.3f}", ce=f"{ce.item():.3f}")
         if (step + 1) % 300 == 0 or step + 1 == cfg.steps:
             student.eval()
             with torch.inference_mode():
@@ -242,7 +277,9 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
             f"upsampled to {cfg.teacher_size} px for the teacher and {size} px for the student",
             "fashion_mnist_files": {p.name: _sha256(p) for p in sorted(FASHION_MNIST_DIR.glob("*-ubyte.gz"))},
             "photos": f"scikit-image sample images {list(DISTILL_PHOTOS)} (random crops)",
-            "teacher": f"{cfg.teacher} (ImageNet-1k), pooled features, at {cfg.teacher_size} px",
+            "teacher": f"{cfg.teacher} (ImageNet-1k), pooled features"
+            + (f" and stage {stage}'s map ({stage_width} channels)" if cfg.dense_weight else "")
+            + f", at {cfg.teacher_size} px",
         },
         "steps": cfg.steps,
         "images_seen": cfg.steps * cfg.batch_size,
