@@ -118,6 +118,23 @@ def _bench_training(args: argparse.Namespace) -> None:
     _write_bench(Path(args.out), "training", render_training_cost(result), result, made_by)
 
 
+def _bench_probe(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.probe import render_probe, run_probe
+    from repadapter.benchmarks.provenance import provenance
+
+    backbones: dict[str, str | None] = {"pretrained": "pretrained", "random-init": "random"}
+    for item in args.checkpoint:
+        label, sep, file = item.partition("=")
+        if not sep or not label or not file:
+            raise RepAdapterError(
+                f"--checkpoint {item!r}: expected LABEL=FILE, e.g. dense=runs/pretrain/x.safetensors"
+            )
+        backbones[label] = file
+    made_by = provenance()
+    result = run_probe(args.root, args.model, backbones, args.tasks)
+    _write_bench(Path(args.out), "probe", render_probe(result), result, made_by)
+
+
 def _params(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -671,6 +688,27 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     training.add_argument("--out", required=True, help="results folder")
     training.set_defaults(func=_bench_training)
+
+    probe = bench.add_parser(
+        "probe",
+        help="how much the frozen features hold: converged linear probes, pretrained vs random init",
+        description="Logistic regression on a backbone's frozen pooled features for every task of the "
+        "suite at --root, fitted to convergence (L-BFGS), L2 strength picked on val, refitted on "
+        "train+val and tested once; for the model's pretrained weights, a random init of the same "
+        "shape, and any --checkpoint files. Writes <out>/probe.md and probe.json.",
+    )
+    probe.add_argument("--root", default="data/offline", help="suite folder (default: %(default)s)")
+    probe.add_argument("--model", default=IN_HOUSE_VIT, help="backbone (default: %(default)s)")
+    probe.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=[],
+        metavar="LABEL=FILE",
+        help="more backbones of the same architecture: a label and a weights file each",
+    )
+    probe.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
+    probe.add_argument("--out", required=True, help="results folder")
+    probe.set_defaults(func=_bench_probe)
 
     pretrain_cmd = commands.add_parser(
         "pretrain",

@@ -111,6 +111,18 @@ def suite_tasks(root: str | os.PathLike[str]) -> dict[str, VtabTask]:
     }
 
 
+def chosen_tasks(root: Path, tasks: list[str] | None) -> list[str]:
+    """``tasks`` checked against the suite at ``root``, or every suite task found there."""
+    suite = suite_tasks(root)
+    names = tasks or [t for t in suite if (root / t).is_dir()]
+    if not names:
+        raise RepAdapterError(f"{root} holds none of the suite's task folders ({', '.join(suite)})")
+    unknown = [name for name in names if name not in suite]
+    if unknown:
+        raise RepAdapterError(f"unknown task {unknown[0]!r} in {root}; tasks: {', '.join(suite)}")
+    return names
+
+
 def vtab_task(name: str) -> VtabTask:
     if name not in VTAB_TASKS:
         raise RepAdapterError(f"unknown VTAB-1k task {name!r}; tasks: {', '.join(VTAB_TASKS)}")

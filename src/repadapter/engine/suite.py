@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from repadapter.data.lists import require_dir
-from repadapter.data.vtab import GROUPS, LAYOUT, VTAB_TASKS, VtabTask, load_vtab_task, suite_tasks
+from repadapter.data.vtab import (
+    GROUPS,
+    LAYOUT,
+    VTAB_TASKS,
+    VtabTask,
+    chosen_tasks,
+    load_vtab_task,
+    suite_tasks,
+)
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.protocol import run_task
 from repadapter.engine.recipe import TrainConfig
-from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
 
 
@@ -85,13 +92,8 @@ def run_vtab(
 
     root = require_dir(root, "VTAB-1k root", LAYOUT)
     suite = suite_tasks(root)
-    names = tasks or [t for t in suite if (root / t).is_dir()]
-    if not names:
-        raise RepAdapterError(f"{root} holds none of the suite's task folders ({', '.join(suite)})")
     summaries = []
-    for name in names:
-        if name not in suite:
-            raise RepAdapterError(f"unknown task {name!r} in {root}; tasks: {', '.join(suite)}")
+    for name in chosen_tasks(root, tasks):
         done = out_dir / name / "summary.json"
         if done.is_file():
             summaries.append(json.loads(done.read_text()))
