@@ -20,7 +20,7 @@ import torch
 from repadapter.data.vtab import GROUPS, suite_tasks
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
-from repadapter.engine.suite import run_vtab
+from repadapter.engine.suite import fmt_accuracy, in_group_order, run_vtab
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
 from repadapter.methods import METHODS
@@ -74,18 +74,14 @@ def render_comparison(result: dict[str, Any]) -> str:
     """One row per variant: tasks by group, group means, paper average, trained parameters."""
     suite = result["suite"]
     rows = result["variants"]
-    groups = {t: next(iter(rows.values()))["task_groups"].get(t) for t in suite}
-    ordered = [t for g in GROUPS for t in suite if groups.get(t) == g]
+    ordered = in_group_order(suite, next(iter(rows.values()))["task_groups"])
     head = ["method", *ordered, *(f"{g} mean" for g in GROUPS), "average", "trained (M)", "% of backbone"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
     for variant, row in rows.items():
-        cells = [variant, *(fmt(row["tasks"].get(t)) for t in ordered)]
-        cells += [fmt(row["group_means"][g]) for g in GROUPS]
-        cells += [f"**{fmt(row['paper_average'])}**", f"{row['trained_params_m']:.3f}"]
+        cells = [variant, *(fmt_accuracy(row["tasks"].get(t)) for t in ordered)]
+        cells += [fmt_accuracy(row["group_means"][g]) for g in GROUPS]
+        cells += [f"**{fmt_accuracy(row['paper_average'])}**", f"{row['trained_params_m']:.3f}"]
         cells += [f"{row['trained_percent_of_backbone']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracy in %, test split; average = mean of the three group means (the paper's)."]

@@ -131,11 +131,6 @@ def _photo(name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)
 
 
-def _pooled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A timm model's pooled features before its classifier."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
-
-
 def _dense_stage(teacher: nn.Module, teacher_size: int, grid: int) -> tuple[int, int]:
     """Index and width of the teacher's deepest stage whose map at ``teacher_size`` is at least
     ``grid`` x ``grid``."""

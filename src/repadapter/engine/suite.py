@@ -53,22 +53,29 @@ def vtab_table(summaries: list[dict[str, Any]], suite: dict[str, VtabTask] = VTA
     }
 
 
+def fmt_accuracy(value: float | None) -> str:
+    """An accuracy in % for a Markdown table; '-' where there is none."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+def in_group_order(tasks: list[str], task_groups: dict[str, str]) -> list[str]:
+    """``tasks`` grouped natural, specialized, structured, each group in the given order."""
+    return [t for g in GROUPS for t in tasks if task_groups.get(t) == g]
+
+
 def render_table(table: dict[str, Any]) -> str:
     """The table as Markdown, tasks in the paper's order."""
-
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
     lines = ["| group | task | accuracy (%) |", "|---|---|---|"]
     for group in GROUPS:
         for task, acc in table["tasks"].items():
             if table["task_groups"][task] == group:
-                lines.append(f"| {group} | {task} | {fmt(acc)} |")
-        lines.append(f"| **{group} mean** | | **{fmt(table['group_means'][group])}** |")
+                lines.append(f"| {group} | {task} | {fmt_accuracy(acc)} |")
+        lines.append(f"| **{group} mean** | | **{fmt_accuracy(table['group_means'][group])}** |")
     partial = f" (partial: not all {table['suite_size']} tasks)" if table["paper_average_is_partial"] else ""
+    average = fmt_accuracy(table["paper_average"])
     lines += [
-        f"| **paper average** (mean of group means){partial} | | **{fmt(table['paper_average'])}** |",
-        f"| plain mean over {len(table['tasks'])} tasks | | {fmt(table['plain_mean'])} |",
+        f"| **paper average** (mean of group means){partial} | | **{average}** |",
+        f"| plain mean over {len(table['tasks'])} tasks | | {fmt_accuracy(table['plain_mean'])} |",
         "",
         f"Adapter parameters: {table['adapter_params_m']:.3f}M; trained with the head: "
         f"{table['trained_params_m']:.3f}M (mean over tasks).",
