@@ -117,7 +117,7 @@ def test_train_merge_eval_from_a_local_base_checkpoint(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == lines[1]  # the same accuracy before and after merging
     summary = json.loads((run / "summary.json").read_text())
-    assert f"{100 * summary['test_acc']:.2f}%" in lines[0]
+    assert f"{100 * summary['test_score']:.2f}%" in lines[0]
 
 
 def test_train_refuses_to_overwrite_and_explains_bad_input(tmp_path, capsys):

@@ -191,6 +191,8 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 RECIPE_HELP = {
+    "task": "classification, segmentation (a decode head on the backbone; scored by mIoU) or video "
+    "(default: the kind the --data holds)",
     "method": "training method: RepAdapter, the reference points (linear probe, full fine-tuning) or a "
     "PETL baseline; --dim is each method's size (rank, bottleneck or prompt tokens)",
     "model": "timm model name; the paper's ViT-B/16 (ImageNet-21k) is vit_base_patch16_224.orig_in21k",
@@ -228,6 +230,11 @@ RECIPE_HELP = {
     "workers": "data-loading worker processes",
     "seed": "random seed",
     "device": "auto, cpu, cuda or cuda:N",
+    "num_frames": "video: frames per clip (default: the model's own)",
+    "frame_sampling": "video: 'segment' (one frame from each of T equal segments, random when training, "
+    "the middle when testing) or 'uniform' (evenly spaced over the clip)",
+    "seg_eval": "segmentation: 'resize' (score at the model's input size) or 'slide' (sliding windows over "
+    "the full-resolution image)",
 }
 
 
@@ -300,10 +307,16 @@ def _run_in_process_group(
 
 
 def _train(args: argparse.Namespace) -> None:
-    from repadapter.data import load_task
+    from repadapter.data import data_task, load_task
     from repadapter.engine.protocol import run_task
 
+    args.task = args.task or data_task(args.data)
     cfg = _recipe(args)
+    if cfg.task != data_task(args.data):
+        raise RepAdapterError(
+            f"--data {args.data} holds a {data_task(args.data)} task but the run is for --task {cfg.task}; "
+            f"pass --task {data_task(args.data)} or other data"
+        )
     task = load_task(args.data, args.shots, args.fewshot_seed)
     out = Path(args.out or Path("runs") / task.name)
     ctx, summary = _run_in_process_group(
@@ -311,7 +324,8 @@ def _train(args: argparse.Namespace) -> None:
     )
     if ctx.is_main:
         print(
-            f"{task.name}: test accuracy {100 * summary['test_acc']:.2f}% at scale {summary['scale']:g}, "
+            f"{task.name}: test {summary['metric']} {100 * summary['test_score']:.2f}% "
+            f"at scale {summary['scale']:g}, "
             f"epoch {summary['epoch']} [{summary['protocol']}]"
         )
         print(
@@ -341,25 +355,33 @@ def _eval(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from repadapter.backbones import create_base
-    from repadapter.data import load_task
-    from repadapter.data.transforms import preprocessing
+    from repadapter.data import data_task, load_task
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
     from repadapter.model import load_adapter
+    from repadapter.tasks import task_kind
 
     if (args.adapter is None) == (args.weights is None):
         raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
     task = load_task(args.data, args.shots, args.fewshot_seed)
-    cfg = resolve_config(eval_batch_size=args.batch_size, workers=args.workers, device=args.device)
+    cfg = resolve_config(
+        task=data_task(args.data),
+        model=args.model,
+        pretrained=args.pretrained and args.weights is None,
+        checkpoint=args.checkpoint if args.weights is None else None,
+        img_size=args.img_size,
+        drop_path=0.0,
+        eval_batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+    )
+    kind = task_kind(cfg.task)
     ctx = distributed.setup(cfg.device)
+    model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
-        model = load_adapter(
-            create_base(args.model, task.num_classes, args.pretrained, args.checkpoint), args.adapter
-        )
+        model = load_adapter(model, args.adapter)
     else:
-        model = create_base(args.model, task.num_classes, pretrained=False, img_size=args.img_size)
         try:
             model.load_state_dict(load_file(args.weights), strict=True)
         except (RuntimeError, OSError) as err:
@@ -367,12 +389,13 @@ def _eval(args: argparse.Namespace) -> None:
                 f"{args.weights} does not fit {args.model} with {task.num_classes} classes: {err}"
             ) from err
     model.to(ctx.device).eval()
-    prep = preprocessing(model, args.normalization)
+    prep = kind.preprocessing(model, args.normalization)
     with torch.inference_mode():
-        acc = evaluate(model, task.split(args.split), prep, cfg, ctx)
+        scores = evaluate(model, task.split(args.split), task.num_classes, prep, cfg, ctx)
     distributed.teardown()
+    shown = ", ".join(f"{name} {100 * value:.2f}%" for name, value in scores.items())
     print(
-        f"{task.name} {args.split}: accuracy {100 * acc:.2f}% ({len(task.split(args.split))} images, "
+        f"{task.name} {args.split}: {shown} ({len(task.split(args.split))} samples, "
         f"normalization={args.normalization})"
     )
 
@@ -467,7 +490,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="vtab:<root>/<task> | fewshot:<root>/<dataset> | folder:<root> | csv:<root>",
+        help="vtab:<root>/<task> | fewshot:<root>/<dataset> | folder:<root> | csv:<root> (classification); "
+        "ade20k:<root> | masks:<root> (segmentation); videos:<root> (video)",
     )
     parser.add_argument(
         "--shots", type=int, default=1, help="few-shot data: shots per class (1, 2, 4, 8, 16)"
@@ -534,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     vtab.set_defaults(func=_vtab)
 
     evaluate = commands.add_parser(
-        "eval", help="accuracy of an adapter file or a merged checkpoint on a split"
+        "eval", help="scores (accuracy; mIoU and pixel accuracy) of an adapter file or merged checkpoint"
     )
     _add_base_flags(evaluate)
     _add_data_flags(evaluate)

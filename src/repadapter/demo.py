@@ -84,7 +84,7 @@ def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
         for step, method in ((2, "repadapter"), (3, "linear")):
             log(f"[{step}/5] train {method} on {task.name}: {settings.epochs} epochs on train+val, test once")
             summaries[method] = run_task(task, _recipe(settings, method), Path(tmp) / method, cpu)
-            log(f"  test accuracy {100 * summaries[method]['test_acc']:.1f}%")
+            log(f"  test accuracy {100 * summaries[method]['test_score']:.1f}%")
         adapter_file = Path(tmp) / "repadapter" / "adapter.safetensors"
         file_bytes = adapter_file.stat().st_size
 
@@ -128,8 +128,8 @@ def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
     rep, lin = summaries["repadapter"], summaries["linear"]
     report = [
         f"RepAdapter ({settings.placement}, dim {settings.dim}, groups {settings.groups}, "
-        f"scale {settings.scale:g}) on {task.name}: test accuracy {100 * rep['test_acc']:.1f}% "
-        f"vs linear probe {100 * lin['test_acc']:.1f}%",
+        f"scale {settings.scale:g}) on {task.name}: test accuracy {100 * rep['test_score']:.1f}% "
+        f"vs linear probe {100 * lin['test_score']:.1f}%",
         f"trained parameters: {rep['trained_params']:,} ({rep['adapter_params']:,} adapter + head), "
         f"{rep['trained_percent_of_backbone']:.2f}% of the backbone; linear probe {lin['trained_params']:,}",
         f"adapter file: {file_bytes:,} bytes; merged model: {counts['merged']:,} parameters "
@@ -143,8 +143,8 @@ def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
         "settings": asdict(settings),
         "task": {"name": task.name, "group": task.group, "classes": task.num_classes, "sizes": sizes},
         "test_accuracy": {
-            "repadapter": rep["test_acc"],
-            "linear": lin["test_acc"],
+            "repadapter": rep["test_score"],
+            "linear": lin["test_score"],
             "merged": correct / total,
         },
         "trained_parameters": {

@@ -45,7 +45,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
-    assert two["test_acc"] == one["test_acc"] and two["epoch"] == one["epoch"]
+    assert two["test_score"] == one["test_score"] and two["epoch"] == one["epoch"]
     losses = [
         [json.loads(line)["train_loss"] for line in (tmp_path / run / "final" / "metrics.jsonl").open()]
         for run in ("one", "two")

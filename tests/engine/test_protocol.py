@@ -30,13 +30,13 @@ def test_honest_protocol_selects_on_val_retrains_and_tests_once(tmp_path):
     summary = run_task(task, cfg, tmp_path / "run", CPU, progress=False)
     assert summary["protocol"] == HONEST
     assert [s["scale"] for s in summary["search"]] == list(SCALE_CANDIDATES)
-    best = max(summary["search"], key=lambda s: s["val_acc"])
+    best = max(summary["search"], key=lambda s: s["val_score"])
     assert (summary["scale"], summary["epoch"]) == (best["scale"], best["best_epoch"])
     assert all("test" not in s["evaluations"] for s in summary["search"])
     final = [
         json.loads(line) for line in (tmp_path / "run" / "final" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert len(final) == summary["epoch"] and all("test_acc" not in r for r in final)
+    assert len(final) == summary["epoch"] and all("test_accuracy" not in r for r in final)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["provenance"]["git_commit"] is None or len(saved["provenance"]["git_commit"]) == 40
     assert saved["preprocessing"]["normalization"] == "model"
@@ -50,7 +50,7 @@ def test_select_on_test_is_labelled(tmp_path):
         task, tiny_recipe(selection="test", eval_every=1, epochs=2), tmp_path / "r", CPU, progress=False
     )
     assert summary["protocol"].startswith("SELECT-ON-TEST (official RepAdapter protocol)")
-    assert summary["test_acc"] == max(acc for _, acc in summary["search"][0]["evaluations"]["test"])
+    assert summary["test_score"] == max(acc for _, acc in summary["search"][0]["evaluations"]["test"])
 
 
 def test_without_val_split_auto_scale_is_refused_and_a_fixed_scale_runs(tmp_path):

@@ -12,7 +12,7 @@ def summary(task, acc, group):
     return {
         "task": task,
         "group": group,
-        "test_acc": acc,
+        "test_score": acc,
         "adapter_params": 240_000,
         "trained_params": 300_000,
         "protocol": "p",

@@ -1,4 +1,5 @@
-"""Data: VTAB-1k, the few-shot fine-grained layout, users' folders and CSVs, preprocessing."""
+"""Data: VTAB-1k, the few-shot fine-grained layout, users' folders and CSVs, preprocessing;
+ADE20K and image/mask folders for segmentation; clip lists for video."""
 
 from __future__ import annotations
 
@@ -8,18 +9,52 @@ from repadapter.data.lists import ImageListDataset, Sample, TaskData
 from repadapter.data.vtab import GROUPS, VTAB_TASKS, load_vtab_task, paper_scale
 from repadapter.errors import RepAdapterError
 
-DATA_KINDS = ("vtab", "fewshot", "folder", "csv")
+# Each data kind and the kind of task (``--task``) it holds.
+DATA_KINDS = {
+    "vtab": "classification",
+    "fewshot": "classification",
+    "folder": "classification",
+    "csv": "classification",
+    "ade20k": "segmentation",
+    "masks": "segmentation",
+    "videos": "video",
+}
+
+
+def _parse(spec: str) -> tuple[str, str]:
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in DATA_KINDS or not path:
+        raise RepAdapterError(
+            f"data spec {spec!r} is not 'kind:path' with kind in {tuple(DATA_KINDS)}, "
+            "e.g. vtab:/data/vtab-1k/cifar, folder:/data/my_images, ade20k:/data/ADEChallengeData2016 "
+            "or videos:/data/hmdb51"
+        )
+    return kind, path
+
+
+def data_task(spec: str) -> str:
+    """The kind of task (``--task`` value) that the data spec ``spec`` holds."""
+    return DATA_KINDS[_parse(spec)[0]]
 
 
 def load_task(spec: str, shots: int = 1, fewshot_seed: int = 0) -> TaskData:
     """Load ``"kind:path"``: ``vtab:<root>/<task>``, ``fewshot:<root>/<dataset>``,
-    ``folder:<root>`` (ImageFolder) or ``csv:<root>``."""
-    kind, sep, path = spec.partition(":")
-    if not sep or kind not in DATA_KINDS or not path:
-        raise RepAdapterError(
-            f"data spec {spec!r} is not 'kind:path' with kind in {DATA_KINDS}, "
-            "e.g. vtab:/data/vtab-1k/cifar or folder:/data/my_images"
-        )
+    ``folder:<root>`` (ImageFolder), ``csv:<root>``; ``ade20k:<root>`` (the released
+    ADEChallengeData2016 layout) or ``masks:<root>`` (image/mask folders) for segmentation;
+    ``videos:<root>`` (clip list files) for video."""
+    kind, path = _parse(spec)
+    if kind == "ade20k":
+        from repadapter.data.segmentation import load_ade20k
+
+        return load_ade20k(path)
+    if kind == "masks":
+        from repadapter.data.segmentation import load_mask_folder
+
+        return load_mask_folder(path)
+    if kind == "videos":
+        from repadapter.data.video import load_video_list_task
+
+        return load_video_list_task(path)
     if kind == "vtab":
         return load_vtab_task(path)
     if kind == "fewshot":
@@ -36,6 +71,7 @@ __all__ = [
     "ImageListDataset",
     "Sample",
     "TaskData",
+    "data_task",
     "load_task",
     "load_vtab_task",
     "paper_scale",

@@ -30,16 +30,17 @@ class Sample:
 
 @dataclass(frozen=True)
 class TaskData:
-    """A classification task: its splits (``train``, ``val``, ``trainval``, ``test``; some may
-    be missing) and its number of classes."""
+    """A task: its splits (``train``, ``val``, ``trainval``, ``test``; some may be missing) and
+    its number of classes. A split holds `Sample` images for classification, and its kind's own
+    samples otherwise (image and mask pairs, clips)."""
 
     name: str
     num_classes: int
-    splits: dict[str, list[Sample]]
+    splits: dict[str, list[Any]]
     group: str | None = None
     class_names: tuple[str, ...] = field(default=())
 
-    def split(self, name: str) -> list[Sample]:
+    def split(self, name: str) -> list[Any]:
         if name not in self.splits:
             raise RepAdapterError(f"task {self.name} has no {name!r} split; it has {sorted(self.splits)}")
         return self.splits[name]

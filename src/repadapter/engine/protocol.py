@@ -18,9 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from repadapter.backbones import create_base
 from repadapter.data.lists import TaskData
-from repadapter.data.transforms import preprocessing
 from repadapter.data.vtab import VTAB_TASKS, paper_scale
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import SCALE_CANDIDATES, TrainConfig
@@ -29,6 +27,7 @@ from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
 from repadapter.methods import method
 from repadapter.model import count_parameters, has_adapters, save_adapter
+from repadapter.tasks import task_kind
 
 HONEST = "validation-selected: scale and epoch chosen on val, retrained on train+val, test evaluated once"
 SELECT_ON_TEST = (
@@ -57,9 +56,9 @@ def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, scale: float) -> nn.Module:
-    """The base model from its source (hub, package, local file, or random init), made ready
-    to train by the run's method."""
-    model = create_base(cfg.model, num_classes, cfg.pretrained, cfg.checkpoint, cfg.drop_path, cfg.img_size)
+    """The task kind's base model from its source (hub, package, local file, or random init),
+    made ready to train by the run's method."""
+    model = task_kind(cfg.task).build_model(cfg, num_classes)
     return method(cfg.method).prepare(model, cfg, scale)
 
 
@@ -80,7 +79,7 @@ def _run(
 ) -> tuple[nn.Module, FitResult, dict[str, Any]]:
     seed_everything(cfg.seed)
     model = build_model(cfg, task.num_classes, scale)
-    prep = preprocessing(model, cfg.normalization)
+    prep = task_kind(cfg.task).preprocessing(model, cfg.normalization)
     stop = stop_epoch or cfg.epochs
     result = fit(
         model,
@@ -115,6 +114,7 @@ def run_task(
     from repadapter.benchmarks.provenance import provenance
 
     out_dir = Path(out_dir)
+    kind = task_kind(cfg.task)
     scales = candidate_scales(task, cfg)
     search: list[dict[str, Any]] = []
     if cfg.selection == "test":
@@ -131,14 +131,15 @@ def run_task(
                 ctx,
                 progress=progress,
             )
-            epoch, acc = max(result.evaluations["test"], key=lambda ea: ea[1])
+            epoch, score = max(result.evaluations["test"], key=lambda es: es[1])
             search.append(
-                {"scale": scale, "best_epoch": epoch, "test_acc": acc, "evaluations": result.evaluations}
+                {"scale": scale, "best_epoch": epoch, "test_score": score, "evaluations": result.evaluations}
             )
-            if best_test is None or acc > best_test[2]:
-                best_test = (scale, epoch, acc, model, result, prep)
+            if best_test is None or score > best_test[2]:
+                best_test = (scale, epoch, score, model, result, prep)
         assert best_test is not None  # scales is never empty
-        scale, epoch, test_acc, model, result, prep = best_test
+        scale, epoch, best_score, model, result, prep = best_test
+        test_scores = {kind.metric: best_score}
         note = (
             "adapter saved from the last epoch of the best scale's run; its reported epoch was picked on test"
         )
@@ -156,18 +157,18 @@ def run_task(
                 ctx,
                 progress=progress,
             )
-            epoch, acc = max(result.evaluations["val"], key=lambda ea: (ea[1], -ea[0]))
+            epoch, score = max(result.evaluations["val"], key=lambda es: (es[1], -es[0]))
             search.append(
-                {"scale": scale, "best_epoch": epoch, "val_acc": acc, "evaluations": result.evaluations}
+                {"scale": scale, "best_epoch": epoch, "val_score": score, "evaluations": result.evaluations}
             )
-            if best_val is None or acc > best_val[2]:
-                best_val = (scale, epoch, acc)
+            if best_val is None or score > best_val[2]:
+                best_val = (scale, epoch, score)
         assert best_val is not None  # scales is never empty
         scale, epoch, _ = best_val
         model, result, prep = _run(
             cfg, task, scale, "trainval", {}, out_dir / "final", ctx, stop_epoch=epoch, progress=progress
         )
-        test_acc = evaluate(model, task.split("test"), prep, cfg, ctx)
+        test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
         note = "adapter saved from the final run"
     else:
         if len(scales) > 1:
@@ -179,15 +180,18 @@ def run_task(
         scale, epoch = scales[0], cfg.epochs
         train = "trainval" if "trainval" in task.splits else "train"
         model, result, prep = _run(cfg, task, scale, train, {}, out_dir / "final", ctx, progress=progress)
-        test_acc = evaluate(model, task.split("test"), prep, cfg, ctx)
+        test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
         note = "adapter saved from the final run"
 
     counts = count_parameters(model)
     summary = {
         "task": task.name,
         "group": task.group,
+        "task_kind": cfg.task,
         "protocol": protocol,
-        "test_acc": test_acc,
+        "metric": kind.metric,
+        "test_score": test_scores[kind.metric],
+        "test_scores": test_scores,
         "method": cfg.method,
         "scale": scale if method(cfg.method).scaled else None,
         "epoch": epoch,

@@ -22,12 +22,15 @@ SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
+FRAME_SAMPLINGS = ("segment", "uniform")
+SEG_EVALS = ("resize", "slide")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run. Defaults: the paper's VTAB-1k recipe for ViT-B/16 (ImageNet-21k)."""
 
+    task: str = "classification"
     method: str = "repadapter"
     model: str = "vit_base_patch16_224.orig_in21k"
     pretrained: bool = True
@@ -59,9 +62,17 @@ class TrainConfig:
     workers: int = 4
     seed: int = 42
     device: str = "auto"
+    # video: frames per clip (None: the model's own) and how they are drawn from a clip
+    num_frames: int | None = None
+    frame_sampling: str = "segment"
+    # segmentation: evaluate on the resized image, or in sliding windows over the full image
+    seg_eval: str = "resize"
 
     def __post_init__(self) -> None:
         checks = [
+            (self.frame_sampling in FRAME_SAMPLINGS, f"frame_sampling must be one of {FRAME_SAMPLINGS}"),
+            (self.seg_eval in SEG_EVALS, f"seg_eval must be one of {SEG_EVALS}"),
+            (self.num_frames is None or self.num_frames >= 1, "num_frames must be positive"),
             (self.placement in ALL_PLACEMENTS, f"placement must be one of {ALL_PLACEMENTS}"),
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
@@ -81,8 +92,15 @@ class TrainConfig:
             if not ok:
                 raise RepAdapterError(f"bad training config: {message}")
         from repadapter.methods import method
+        from repadapter.tasks import task_kind
 
         method(self.method)
+        task_kind(self.task)
+        if self.augment == "fewshot" and self.task != "classification":
+            raise RepAdapterError(
+                f"bad training config: augment 'fewshot' is the few-shot classification recipe; "
+                f"a {self.task} task trains with augment 'none'"
+            )
         if self.scale not in ("auto", "paper"):
             try:
                 value = float(self.scale)

@@ -32,7 +32,7 @@ from repadapter.files import atomic_write
 def vtab_table(summaries: list[dict[str, Any]], suite: dict[str, VtabTask] = VTAB_TASKS) -> dict[str, Any]:
     """Group means, the paper's average and the plain mean (accuracies in percent), tasks in
     the suite's order."""
-    by_task = {t: 100 * s["test_acc"] for t in suite for s in summaries if s["task"] == t}
+    by_task = {t: 100 * s["test_score"] for t in suite for s in summaries if s["task"] == t}
     groups = {
         group: statistics.fmean(accs) if accs else None
         for group in GROUPS

@@ -27,12 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from repadapter.data.lists import ImageListDataset, Sample
-from repadapter.data.transforms import eval_transform, fewshot_train_transform
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
+from repadapter.tasks import confusion, logits_of, task_kind
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -84,7 +83,8 @@ class GlobalBatchSampler(Sampler[int]):
 
 @dataclass
 class FitResult:
-    """What a run measured: per-epoch records and its evaluations ``{split: [(epoch, acc)]}``."""
+    """What a run measured: per-epoch records and its evaluations ``{split: [(epoch, score)]}``
+    (the score is the task kind's metric: accuracy, or mIoU for segmentation)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
     evaluations: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -93,21 +93,29 @@ class FitResult:
 
 
 def evaluate(
-    model: nn.Module, samples: list[Sample], prep: dict[str, Any], cfg: TrainConfig, ctx: DistContext
-) -> float:
-    """Top-1 accuracy on ``samples``, each process taking every world_size-th image."""
-    shard = ImageListDataset(samples[ctx.rank :: ctx.world_size], eval_transform(prep))
+    model: nn.Module,
+    samples: list[Any],
+    num_classes: int,
+    prep: dict[str, Any],
+    cfg: TrainConfig,
+    ctx: DistContext,
+) -> dict[str, float]:
+    """The task kind's scores on ``samples`` (its metric among them), from one confusion matrix
+    summed over the processes, each taking every world_size-th sample."""
+    kind = task_kind(cfg.task)
+    shard = kind.eval_dataset(samples[ctx.rank :: ctx.world_size], prep, cfg)
     loader = DataLoader(shard, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
     was_training = model.training
     model.eval()
-    correct = 0
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.inference_mode(), _autocast(cfg, ctx):
-        for images, labels in loader:
-            logits = model(images.to(ctx.device))
-            correct += (logits.argmax(-1).cpu() == labels).sum().item()
+        for inputs, targets in loader:
+            inputs = inputs.to(ctx.device)
+            logits = kind.predict(model, inputs) if kind.predict else logits_of(model(inputs))
+            matrix += confusion(logits, targets, num_classes)
     model.train(was_training)
-    total_correct, total = ctx.all_sum([float(correct), float(len(shard))])
-    return total_correct / total
+    summed = ctx.all_sum([float(v) for v in matrix.flatten().tolist()])
+    return kind.score(torch.tensor(summed).reshape(num_classes, num_classes))
 
 
 def _autocast(cfg: TrainConfig, ctx: DistContext) -> Any:
@@ -165,8 +173,8 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 def fit(
     model: nn.Module,
     num_classes: int,
-    train: list[Sample],
-    evals: dict[str, list[Sample]],
+    train: list[Any],
+    evals: dict[str, list[Any]],
     eval_epochs: set[int],
     cfg: TrainConfig,
     prep: dict[str, Any],
@@ -178,6 +186,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` (already injected) on ``train`` for epochs 1..stop_epoch of a
     ``cfg.epochs``-long schedule, evaluating ``evals`` after each epoch in ``eval_epochs``.
+    ``cfg.task`` names the kind of task: what the samples are and how they are scored.
 
     If ``run_dir`` holds a checkpoint, the run continues from it; a finished run just
     restores its final state.
@@ -217,8 +226,8 @@ def fit(
         result.wall_seconds = state["wall_seconds"]
         start_epoch = state["epoch"] + 1
 
-    if cfg.augment == "fewshot":
-        train_transform = fewshot_train_transform(prep)
+    kind = task_kind(cfg.task)
+    if cfg.augment == "fewshot":  # classification only (TrainConfig checks)
         mixup = Mixup(
             mixup_alpha=cfg.mixup,
             cutmix_alpha=cfg.cutmix,
@@ -228,12 +237,12 @@ def fit(
             prob=1.0,
             switch_prob=0.5,
         )
-        criterion: nn.Module = SoftTargetCrossEntropy()
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = SoftTargetCrossEntropy()
     else:
-        train_transform, mixup, criterion = eval_transform(prep), None, nn.CrossEntropyLoss()
+        mixup, criterion = None, kind.loss
     sampler = GlobalBatchSampler(len(train), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
     loader = DataLoader(
-        ImageListDataset(train, train_transform),
+        kind.train_dataset(train, prep, cfg),
         batch_size=cfg.batch_size // ctx.world_size,
         sampler=sampler,
         num_workers=cfg.workers,
@@ -260,7 +269,7 @@ def fit(
         scheduler.step(epoch - 1)
         sampler.set_epoch(epoch)
         train_mode(model)
-        loss_sum = correct = seen = 0.0
+        loss_sum = correct = counted = seen = 0.0
         for step, (images, labels) in enumerate(
             tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show)
         ):
@@ -272,7 +281,7 @@ def fit(
             if mixup is not None:
                 images, targets = mixup(images, labels)
             with _autocast(cfg, ctx):
-                logits = step_model(images)
+                logits = logits_of(step_model(images))
                 loss = criterion(logits.float(), targets)
             finite = ctx.all_sum([float(torch.isfinite(loss).item())])[0] == ctx.world_size
             if not finite:
@@ -286,22 +295,28 @@ def fit(
             scaler.step(optimizer)
             scaler.update()
             loss_sum += loss.item() * len(labels)
-            correct += (logits.argmax(-1) == labels).sum().item() if mixup is None else 0
+            batch_counts = confusion(logits.detach(), labels, num_classes) if mixup is None else None
+            correct += float(batch_counts.trace()) if batch_counts is not None else 0
+            counted += float(batch_counts.sum()) if batch_counts is not None else 0
             seen += len(labels)
-        loss_sum, correct, seen = ctx.all_sum([loss_sum, correct, seen])
+        loss_sum, correct, counted, seen = ctx.all_sum([loss_sum, correct, counted, seen])
         record: dict[str, Any] = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": loss_sum / seen,
-            "train_acc": None if mixup is not None else correct / seen,
+            # top-1 accuracy over images, clips or (segmentation) labelled pixels
+            "train_acc": None if mixup is not None else correct / max(counted, 1.0),
         }
         if epoch in eval_epochs:
-            accs = {split: evaluate(model, samples, prep, cfg, ctx) for split, samples in evals.items()}
-            for split, acc in accs.items():
-                result.evaluations.setdefault(split, []).append((epoch, acc))
-                record[f"{split}_acc"] = acc
+            scores = {
+                split: evaluate(model, samples, num_classes, prep, cfg, ctx)[kind.metric]
+                for split, samples in evals.items()
+            }
+            for split, score in scores.items():
+                result.evaluations.setdefault(split, []).append((epoch, score))
+                record[f"{split}_{kind.metric}"] = score
             if on_eval is not None:
-                on_eval(epoch, accs)
+                on_eval(epoch, scores)
         result.wall_seconds += time.perf_counter() - began
         record["seconds"] = time.perf_counter() - began
         result.history.append(record)
