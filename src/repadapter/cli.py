@@ -94,6 +94,19 @@ def _bench_accuracy(args: argparse.Namespace) -> None:
     print(f"wrote {out}/accuracy.png")
 
 
+def _bench_methods(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.methods import render_methods, run_methods
+    from repadapter.benchmarks.provenance import provenance
+    from repadapter.data import data_task, load_task
+
+    made_by = provenance()
+    args.task = args.task or data_task(args.data)
+    cfg = _recipe(args)
+    task = load_task(args.data, args.shots, args.fewshot_seed)
+    result = run_methods(task, args.methods, cfg, Path(args.runs), progress=not args.quiet)
+    _write_bench(Path(args.out), "methods", render_methods(result), result, made_by)
+
+
 def _bench_latency(args: argparse.Namespace) -> None:
     import torch
 
@@ -674,6 +687,22 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--config", help="YAML recipe (over the suite's; flags win)")
     accuracy.add_argument("--quiet", action="store_true", help="no progress bars")
     accuracy.set_defaults(func=_bench_accuracy)
+
+    methods = bench.add_parser(
+        "methods",
+        help="method variants side by side on one task of any kind (classification, segmentation, video)",
+        description="Train and test each method variant once on --data under the recipe the flags give, "
+        "and write <out>/methods.md and methods.json: every score of the task's kind, trained parameters, "
+        "and for adapter methods the merged-vs-unmerged logit difference. Finished runs under --runs are "
+        "kept.",
+    )
+    _add_data_flags(methods)
+    _add_recipe_flags(methods)
+    methods.add_argument("--methods", nargs="+", default=list(VARIANTS)[:4], choices=list(VARIANTS))
+    methods.add_argument("--out", required=True, help="results folder")
+    methods.add_argument("--runs", required=True, help="folder for the runs (kept, so a rerun resumes)")
+    methods.add_argument("--quiet", action="store_true", help="no progress bars")
+    methods.set_defaults(func=_bench_methods)
 
     latency = bench.add_parser(
         "latency",
