@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from repadapter.benchmarks.accuracy import variant_config
 from repadapter.data.lists import TaskData
@@ -35,7 +36,7 @@ def merge_difference(task: TaskData, cfg: TrainConfig, adapter_file: Path) -> di
     merged = merge(unmerged).eval()
     prep = kind.preprocessing(unmerged, cfg.normalization)
     data = kind.eval_dataset(task.split("test")[:MERGE_CHECK_SAMPLES], prep, cfg)
-    inputs = torch.stack([data[i][0] for i in range(len(data))])
+    inputs = next(iter(DataLoader(data, batch_size=MERGE_CHECK_SAMPLES)))[0]
     with torch.inference_mode():
         a, b = logits_of(unmerged(inputs)), logits_of(merged(inputs))
     return {"max_abs_diff": float((a - b).abs().max()), "max_abs_logit": float(a.abs().max())}

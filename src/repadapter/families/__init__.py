@@ -6,8 +6,10 @@ class name, so registering them imports neither library.
 
 from repadapter.families import (
     hf_clip,
+    hf_videomae,
     hf_vit,
     open_clip_vit,
+    segmenter,
     timm_convnext,
     timm_efficientnet,
     timm_resnet,
@@ -21,9 +23,11 @@ __all__ = [
     "SiteSpec",
     "family_of",
     "hf_clip",
+    "hf_videomae",
     "hf_vit",
     "open_clip_vit",
     "register_family",
+    "segmenter",
     "timm_convnext",
     "timm_efficientnet",
     "timm_resnet",
