@@ -104,7 +104,9 @@ def evaluate(
     summed over the processes, each taking every world_size-th sample."""
     kind = task_kind(cfg.task)
     shard = kind.eval_dataset(samples[ctx.rank :: ctx.world_size], prep, cfg)
-    loader = DataLoader(shard, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+    # a dataset of inputs of different sizes (sliding-window segmentation) brings its own collate
+    collate = getattr(shard, "collate_fn", None)
+    loader = DataLoader(shard, batch_size=cfg.eval_batch_size, num_workers=cfg.workers, collate_fn=collate)
     was_training = model.training
     model.eval()
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
