@@ -139,7 +139,12 @@ def create_base(
     """A base model for a task: hub or packaged weights (``pretrained``), a local weights file
     (``checkpoint``, read through timm's own pretrained-loading path, which drops a
     classifier of another size), or random init. ``img_size`` builds it at another input size
-    (timm resamples a ViT's position embeddings when it loads the weights)."""
+    (timm resamples a ViT's position embeddings when it loads the weights). Video models
+    (VideoMAE names, ``hf:<folder or hub id>``) come from `repadapter.video_backbones`."""
+    from repadapter.video_backbones import create_video_model, is_video_model
+
+    if is_video_model(name):
+        return create_video_model(name, num_classes, pretrained, checkpoint, drop_path, img_size)
     kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
