@@ -51,14 +51,38 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _data_build(args: argparse.Namespace) -> None:
     import time
 
-    from repadapter.data.offline.suite import build_suite
-
     began = time.perf_counter()
-    sizes = {"train": args.train, "val": args.val, "test": args.test}
-    manifest = build_suite(args.root, args.tasks, sizes, args.seed, progress=not args.quiet)
+    given = {"train": args.train, "val": args.val, "test": args.test}
+    sizes = {split: n for split, n in given.items() if n is not None}
+    if args.suite == "offline":
+        from repadapter.data.offline.suite import DEFAULT_SIZES, build_suite
+
+        root = args.root or "data/offline"
+        manifest = build_suite(
+            root, args.tasks, {**DEFAULT_SIZES, **sizes}, args.seed, progress=not args.quiet
+        )
+        print(
+            f"offline suite: {len(manifest['tasks'])} tasks in {root} "
+            f"({time.perf_counter() - began:.0f} s); train with: repadapter vtab --root {root} ..."
+        )
+        return
+    if args.tasks:
+        raise RepAdapterError(f"--tasks chooses offline-suite tasks; the {args.suite} data set is one task")
+    if args.suite == "segmentation":
+        from repadapter.data.offline import segmentation
+
+        root = args.root or f"data/{segmentation.TASK}"
+        segmentation.build_digit_segmentation(root, {**segmentation.DEFAULT_SIZES, **sizes}, seed=args.seed)
+        kind = "masks"
+    else:
+        from repadapter.data.offline import video
+
+        root = args.root or f"data/{video.TASK}"
+        video.build_moving_digits(root, {**video.DEFAULT_SIZES, **sizes}, seed=args.seed)
+        kind = "videos"
     print(
-        f"offline suite: {len(manifest['tasks'])} tasks in {args.root} "
-        f"({time.perf_counter() - began:.0f} s); train with: repadapter vtab --root {args.root} ..."
+        f"{args.suite} task in {root} ({time.perf_counter() - began:.0f} s); train with: "
+        f"repadapter train --data {kind}:{root} ..."
     )
 
 
@@ -336,15 +360,16 @@ def _train(args: argparse.Namespace) -> None:
         out, args.resume, cfg, lambda ctx: run_task(task, cfg, out, ctx, progress=not args.quiet)
     )
     if ctx.is_main:
+        at_scale = "" if summary["scale"] is None else f" at scale {summary['scale']:g},"
+        trained = "adapter" if (out / "adapter.safetensors").exists() else "trained"
         print(
-            f"{task.name}: test {summary['metric']} {100 * summary['test_score']:.2f}% "
-            f"at scale {summary['scale']:g}, "
+            f"{task.name}: test {summary['metric']} {100 * summary['test_score']:.2f}%{at_scale} "
             f"epoch {summary['epoch']} [{summary['protocol']}]"
         )
         print(
             f"trained {summary['trained_params']:,} parameters "
             f"({summary['trained_percent_of_backbone']:.2f}% of the backbone); wrote {out}/summary.json "
-            f"and {out}/adapter.safetensors"
+            f"and {out}/{trained}.safetensors"
         )
 
 
@@ -413,11 +438,17 @@ def _eval(args: argparse.Namespace) -> None:
     )
 
 
-def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int]:
-    """The base model of ``args`` with ``args.adapter`` loaded and folded in, and its class count."""
-    from repadapter.backbones import create_base
+# Adapter families whose models are not classifiers, and the kind of task that builds them.
+_FAMILY_TASKS = {"segmenter": "segmentation", "hf_videomae": "video"}
+
+
+def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]:
+    """The base model of ``args`` with ``args.adapter`` loaded and folded in, its class count and
+    the kind of task it is for (from the adapter's family)."""
+    from repadapter.engine.recipe import resolve_config
     from repadapter.files import read_adapter_file
     from repadapter.model import load_adapter, merge
+    from repadapter.tasks import task_kind
 
     adapter = read_adapter_file(args.adapter)
     num_classes = adapter.metadata.get("num_classes")
@@ -425,8 +456,17 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int]:
         raise RepAdapterError(
             f"{args.adapter} does not record its number of classes; it cannot be merged here"
         )
-    base = create_base(args.model, num_classes, args.pretrained, args.checkpoint, img_size=args.img_size)
-    return merge(load_adapter(base, args.adapter), inplace=True), num_classes
+    kind = _FAMILY_TASKS.get(str(adapter.metadata.get("family")), "classification")
+    cfg = resolve_config(
+        task=kind,
+        model=args.model,
+        pretrained=args.pretrained,
+        checkpoint=args.checkpoint,
+        img_size=args.img_size,
+        drop_path=0.0,
+    )
+    base = task_kind(kind).build_model(cfg, num_classes)
+    return merge(load_adapter(base, args.adapter), inplace=True), num_classes, kind
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -434,18 +474,21 @@ def _merge(args: argparse.Namespace) -> None:
 
     from repadapter.files import atomic_write
 
-    deployed, num_classes = _merged_from_adapter(args)
+    deployed, num_classes, kind = _merged_from_adapter(args)
     state = {k: v.detach().cpu().contiguous() for k, v in deployed.state_dict().items()}
     meta = {"architecture": args.model, "num_classes": str(num_classes), "merged_from": str(args.adapter)}
     atomic_write(args.out, lambda tmp: save_file(state, str(tmp), metadata=meta))
     print(
-        f"wrote {args.out}: a plain {args.model} with {num_classes} classes, adapters folded in. Load it with"
+        f"wrote {args.out}: a plain {args.model} {kind} model with {num_classes} classes, adapters folded in."
     )
-    size = f", img_size={args.img_size}" if args.img_size else ""
-    print(
-        f'  timm.create_model("{args.model}", num_classes={num_classes}{size}, pretrained=True, '
-        f'pretrained_cfg_overlay=dict(file="{args.out}"))'
-    )
+    size = f" --img-size {args.img_size}" if args.img_size else ""
+    print(f"  evaluate it with: repadapter eval --model {args.model}{size} --weights {args.out} --data ...")
+    if kind == "classification":
+        size = f", img_size={args.img_size}" if args.img_size else ""
+        print(
+            f'  or load it with timm.create_model("{args.model}", num_classes={num_classes}{size}, '
+            f'pretrained=True, pretrained_cfg_overlay=dict(file="{args.out}"))'
+        )
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -456,7 +499,7 @@ def _export(args: argparse.Namespace) -> None:
     if not (args.onnx or args.torchscript):
         raise RepAdapterError("give --onnx FILE and/or --torchscript FILE")
     made_by = provenance()
-    deployed, _ = _merged_from_adapter(args)
+    deployed, _, _ = _merged_from_adapter(args)
     size = tuple(preprocessing(deployed)["input_size"])
     diffs = {}
     if args.onnx:
@@ -654,13 +697,24 @@ def build_parser() -> argparse.ArgumentParser:
         "suite.json (groups, classes, sizes, sources, licences, checksums). Tasks already built with the "
         "same sizes and seed are kept. A missing source package is named with its install command.",
     )
-    build.add_argument("suite", choices=["offline"], help="which suite (only the offline one is built here)")
-    build.add_argument("--root", default="data/offline", help="output folder (default: %(default)s)")
-    build.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
+    build.add_argument(
+        "suite",
+        choices=["offline", "segmentation", "video"],
+        help="offline: the 13-task classification suite; segmentation: digits on textures with exact masks; "
+        "video: moving digits, classified by direction",
+    )
+    build.add_argument(
+        "--root",
+        help="output folder (default: data/offline, data/digit_segmentation or data/moving_digits)",
+    )
+    build.add_argument("--tasks", nargs="+", help="offline suite: only these tasks (default: all)")
     build.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     for split, size in DEFAULT_SIZES.items():
         build.add_argument(
-            f"--{split}", type=int, default=size, help=f"{split} images (default: %(default)s)"
+            f"--{split}",
+            type=int,
+            help=f"{split} images or clips (default: {size} for the suite; the segmentation and video "
+            "builders' own otherwise)",
         )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_data_build)
