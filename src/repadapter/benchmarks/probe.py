@@ -109,7 +109,7 @@ def probe_task(
         "task": task.name,
         "l2": best,
         "val_acc": {str(k): v for k, v in val_acc.items()},
-        "test_acc": _accuracy(layer, test, labels["test"]),
+        "test_score": _accuracy(layer, test, labels["test"]),
     }
 
 
