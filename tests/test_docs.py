@@ -52,6 +52,8 @@ def test_cli_examples_run(page, index, code, capsys):
         ("offline_lite0", "accuracy.md"),
         ("latency", "latency.md"),
         ("training", "training.md"),
+        ("segmentation", "methods.md"),
+        ("video", "methods.md"),
     ],
 )
 def test_readme_result_tables_are_the_committed_result_files(name, file):

@@ -81,7 +81,7 @@ def render_methods(result: dict[str, Any]) -> str:
     """One row per variant: every score in %, trained parameters, merged-vs-unmerged difference."""
     rows = result["variants"]
     names = list(next(iter(rows.values()))["test_scores"])
-    head = ["method", *names, "trained params", "% of backbone", "merged vs unmerged max |Δ|"]
+    head = ["method", *names, "trained params", "% of backbone", "merged vs unmerged, max abs difference"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, row in rows.items():
         check = row["merge_check"]
