@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from repadapter.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from repadapter.errors import RepAdapterError
 from repadapter.families.base import is_instance_of
 
@@ -47,8 +48,6 @@ IN_HOUSE_IMAGE = "vit_tiny6_patch4_32.fmnist"
 IMAGE_CLASSES = 10  # the in-house image ViT's Fashion-MNIST head
 HF_PREFIX = "hf:"
 VIDEOMAE_LAYER = "transformers.models.videomae.modeling_videomae.VideoMAELayer"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what VideoMAE's image processor normalises with
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _IN_HOUSE_CONFIG: dict[str, Any] = {
     "image_size": 32,
@@ -212,6 +211,16 @@ def _load_checkpoint(model: nn.Module, path: str | os.PathLike[str], config: Any
         )
 
 
+def _config_overrides(num_classes: int, img_size: int | None, num_frames: int | None) -> dict[str, Any]:
+    """VideoMAEConfig settings for the run: its classes and, where given, frame size and frames."""
+    overrides: dict[str, Any] = {"num_labels": num_classes}
+    if img_size is not None:
+        overrides["image_size"] = img_size
+    if num_frames is not None:
+        overrides["num_frames"] = num_frames
+    return overrides
+
+
 def _in_house(
     tag: str | None,
     num_classes: int,
@@ -223,11 +232,7 @@ def _in_house(
     transformers = _transformers()
     if tag is not None and tag not in IN_HOUSE_TAGS:
         raise RepAdapterError(f"{IN_HOUSE_VIDEO} has weights {IN_HOUSE_TAGS}, not {tag!r}")
-    settings = dict(_IN_HOUSE_CONFIG, num_labels=num_classes)
-    if img_size is not None:
-        settings["image_size"] = img_size
-    if num_frames is not None:
-        settings["num_frames"] = num_frames
+    settings = {**_IN_HOUSE_CONFIG, **_config_overrides(num_classes, img_size, num_frames)}
     if settings["image_size"] % settings["patch_size"]:
         raise RepAdapterError(f"img_size {settings['image_size']} is not a multiple of the patch size 4")
     if settings["num_frames"] % settings["tubelet_size"]:
@@ -270,11 +275,7 @@ def _from_hf(
         raise RepAdapterError("give hf:<folder or hub id>, e.g. hf:MCG-NJU/videomae-base-finetuned-kinetics")
     if checkpoint is not None:
         raise RepAdapterError(f"hf:{source} loads its own weights; leave checkpoint unset")
-    overrides: dict[str, Any] = {"num_labels": num_classes}
-    if img_size is not None:
-        overrides["image_size"] = img_size
-    if num_frames is not None:
-        overrides["num_frames"] = num_frames
+    overrides = _config_overrides(num_classes, img_size, num_frames)
     cls = transformers.VideoMAEForVideoClassification
     try:
         if pretrained:

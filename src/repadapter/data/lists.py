@@ -46,21 +46,29 @@ class TaskData:
         return self.splits[name]
 
 
+def list_lines(list_file: Path, what: str, items: str) -> list[tuple[str, str]]:
+    """The non-blank lines of a list file, stripped, each with where it came from
+    (``file:line``); an error naming the file when it is missing or lists no ``items``."""
+    if not list_file.is_file():
+        raise RepAdapterError(f"{what} {list_file} does not exist")
+    lines = [
+        (line.strip(), f"{list_file}:{number}")
+        for number, line in enumerate(list_file.read_text().splitlines(), start=1)
+        if line.strip()
+    ]
+    if not lines:
+        raise RepAdapterError(f"{what} {list_file} has no {items}")
+    return lines
+
+
 def read_list(list_file: Path, image_root: Path, num_classes: int | None = None) -> list[Sample]:
     """Read a "relative/path label" list (paths relative to ``image_root``)."""
-    if not list_file.is_file():
-        raise RepAdapterError(f"split list {list_file} does not exist")
     samples = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{list_file}:{number}"
-        parts = line.strip().rsplit(maxsplit=1)
+    for line, where in list_lines(list_file, "split list", "samples"):
+        parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise RepAdapterError(f"{where}: expected 'relative/path label', got {line.strip()!r}")
+            raise RepAdapterError(f"{where}: expected 'relative/path label', got {line!r}")
         samples.append(Sample(image_root / parts[0], int(parts[1]), where))
-    if not samples:
-        raise RepAdapterError(f"split list {list_file} has no samples")
     check_samples(samples, num_classes)
     return samples
 

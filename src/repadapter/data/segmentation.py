@@ -18,7 +18,7 @@ classes. Each problem is a `RepAdapterError` naming the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,9 +282,3 @@ def collate_segmentation(
         images[i, :, : x.shape[-2], : x.shape[-1]] = x
         masks[i, : y.shape[-2], : y.shape[-1]] = y
     return images, masks
-
-
-LOADERS: dict[str, Callable[[str | os.PathLike[str]], TaskData]] = {
-    "ade20k": load_ade20k,
-    "masks": load_mask_folder,
-}

@@ -33,7 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from repadapter.data.lists import TaskData
+from repadapter.data.lists import TaskData, list_lines
 from repadapter.data.transforms import eval_transform
 from repadapter.errors import RepAdapterError
 
@@ -86,17 +86,10 @@ def read_video_list(
 ) -> list[ClipSample]:
     """Read a clip list (paths relative to ``root``) and check every clip (`check_clips`)."""
     list_file, root = Path(list_file), Path(root)
-    if not list_file.is_file():
-        raise RepAdapterError(f"clip list {list_file} does not exist")
     samples = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{list_file}:{number}"
-        relative, label = _parse(line.strip(), where)
+    for line, where in list_lines(list_file, "clip list", "clips"):
+        relative, label = _parse(line, where)
         samples.append(ClipSample(_resolve(root, relative), label, where))
-    if not samples:
-        raise RepAdapterError(f"clip list {list_file} has no clips")
     check_clips(samples, num_classes)
     return samples
 

@@ -16,13 +16,13 @@ import yaml
 
 from repadapter.config import ALL_PLACEMENTS
 from repadapter.data.transforms import NORMALIZATIONS
+from repadapter.data.video import SAMPLINGS as FRAME_SAMPLINGS
 from repadapter.errors import RepAdapterError
 
 SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
-FRAME_SAMPLINGS = ("segment", "uniform")
 SEG_EVALS = ("resize", "slide")
 
 

@@ -60,14 +60,6 @@ class DecodeHead(nn.Module):
         return self.classifier(self.dropout(self.act(self.norm(self.proj(features)))))
 
 
-def _input_size(backbone: nn.Module) -> tuple[int, int]:
-    built_at = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
-    if built_at is not None:
-        return int(built_at[0]), int(built_at[1])
-    size = (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))
-    return int(size[-2]), int(size[-1])
-
-
 class Segmenter(nn.Module):
     """A timm backbone (built with ``num_classes=0``) and a `DecodeHead` on its token maps.
 
@@ -106,7 +98,8 @@ class Segmenter(nn.Module):
         self.backbone = backbone
         self.levels = levels
         self.num_classes = num_classes
-        self.input_size = _input_size(backbone)
+        height, width = preprocessing(backbone)["input_size"]
+        self.input_size = (int(height), int(width))
         in_channels = sum(int(entry["num_chs"]) for entry in info[-levels:])
         self.decode_head = DecodeHead(in_channels, num_classes, channels, dropout)
         cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
@@ -258,14 +251,10 @@ def _eval_dataset(samples: Sequence[Any], prep: dict[str, Any], cfg: TrainConfig
     return SegmentationDataset(samples, prep, train=False, short_side=cfg.seg_eval == "slide")
 
 
-def _build(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    return create_segmenter(cfg, num_classes)
-
-
 SEGMENTATION = TaskKind(
     name="segmentation",
     metric="mIoU",
-    build_model=_build,
+    build_model=create_segmenter,
     preprocessing=segmentation_preprocessing,
     train_dataset=_train_dataset,
     eval_dataset=_eval_dataset,
