@@ -47,7 +47,7 @@ def test_layout_manifest_and_loading(built):
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 6, "val": 3, "test": 4, "trainval": 9}
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["settings"] == {
-        "format": 1,
+        "format": 2,
         "sizes": {"train": 6, "val": 3, "test": 4},
         "image_size": IMAGE_SIZE,
         "seed": 0,
