@@ -4,6 +4,7 @@ the released layouts (ADE20K, a clip list of frame folders)."""
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from repadapter.cli import main
@@ -44,10 +45,11 @@ def _clips(root):
     return root
 
 
-def _train_eval_merge(tmp_path, capsys, data, model):
+def _train_eval_merge(tmp_path, capsys, data, model, train_flags=()):
+    """Train (with ``train_flags``), merge, and evaluate both; eval and merge get only the model."""
     run, deploy = tmp_path / "run", tmp_path / "merged.safetensors"
     base = ["--model", *model]
-    assert main(["train", "--data", data, *base, "--out", str(run), *TINY]) == 0
+    assert main(["train", "--data", data, *base, "--out", str(run), *TINY, *train_flags]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert main(["merge", *base, "--adapter", str(run / "adapter.safetensors"), "--out", str(deploy)]) == 0
     capsys.readouterr()
@@ -59,10 +61,13 @@ def _train_eval_merge(tmp_path, capsys, data, model):
     return summary, adapted
 
 
-def test_segmentation_on_an_ade20k_tree(tmp_path, capsys):
+@pytest.mark.parametrize("levels", [1, 3])
+def test_segmentation_on_an_ade20k_tree(tmp_path, capsys, levels):
     data = f"ade20k:{_ade20k(tmp_path / 'ADEChallengeData2016')}"
     model = ["vit_tiny6_patch4_32.fmnist", "--img-size", "32"]  # packaged weights: every command has them
-    summary, line = _train_eval_merge(tmp_path, capsys, data, model)
+    # eval and merge find the head's levels from the adapter file and the merged checkpoint
+    summary, line = _train_eval_merge(tmp_path, capsys, data, model, ["--seg-levels", str(levels)])
+    assert summary["config"]["seg_levels"] == levels
     assert summary["task_kind"] == "segmentation" and summary["metric"] == "mIoU"
     assert set(summary["test_scores"]) == {"mIoU", "pixel_accuracy", "mean_accuracy"}
     assert f"mIoU {100 * summary['test_score']:.2f}%" in line

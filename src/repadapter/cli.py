@@ -272,6 +272,8 @@ RECIPE_HELP = {
     "the middle when testing) or 'uniform' (evenly spaced over the clip)",
     "seg_eval": "segmentation: 'resize' (score at the model's input size) or 'slide' (sliding windows over "
     "the full-resolution image)",
+    "seg_levels": "segmentation: feature maps of this many last blocks (ViT) or stages (Swin), concatenated "
+    "for the decode head (1: SETR-naive); eval and merge read it off the adapter's head",
 }
 
 
@@ -397,8 +399,10 @@ def _eval(args: argparse.Namespace) -> None:
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
+    from repadapter.files import read_adapter_file
     from repadapter.model import load_adapter
     from repadapter.tasks import task_kind
+    from repadapter.tasks.segmentation import match_trained_head
 
     if (args.adapter is None) == (args.weights is None):
         raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
@@ -418,10 +422,13 @@ def _eval(args: argparse.Namespace) -> None:
     ctx = distributed.setup(cfg.device)
     model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
-        model = load_adapter(model, args.adapter)
+        file = read_adapter_file(args.adapter)
+        model = load_adapter(match_trained_head(model, file.tensors), file.path)
     else:
         try:
-            model.load_state_dict(load_file(args.weights), strict=True)
+            weights = load_file(args.weights)
+            model = match_trained_head(model, weights)
+            model.load_state_dict(weights, strict=True)
         except (RuntimeError, OSError) as err:
             raise RepAdapterError(
                 f"{args.weights} does not fit {args.model} with {task.num_classes} classes: {err}"
@@ -449,6 +456,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
     from repadapter.files import read_adapter_file
     from repadapter.model import load_adapter, merge
     from repadapter.tasks import task_kind
+    from repadapter.tasks.segmentation import match_trained_head
 
     adapter = read_adapter_file(args.adapter)
     num_classes = adapter.metadata.get("num_classes")
@@ -465,7 +473,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
         img_size=args.img_size,
         drop_path=0.0,
     )
-    base = task_kind(kind).build_model(cfg, num_classes)
+    base = match_trained_head(task_kind(kind).build_model(cfg, num_classes), adapter.tensors)
     return merge(load_adapter(base, args.adapter), inplace=True), num_classes, kind
 
 

@@ -48,8 +48,8 @@ def test_dense_target_is_the_deepest_teacher_stage_that_covers_the_student_grid(
         _dense_stage(teacher, 4, 8)
 
 
-@pytest.mark.parametrize("dense_weight", [0.0, 1.0])
-def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch, dense_weight):
+@pytest.mark.parametrize(("dense_weight", "teacher_dtype"), [(0.0, "float32"), (1.0, "bfloat16")])
+def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch, dense_weight, teacher_dtype):
     rng = np.random.default_rng(0)
 
     def fake(split):
@@ -58,8 +58,16 @@ def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(pretrain_module, "fashion_mnist", fake)
     out = tmp_path / "vit.fmnist"
-    cfg = PretrainConfig(steps=2, batch_size=8, warmup_steps=1, dense_weight=dense_weight, teacher_size=128)
+    cfg = PretrainConfig(
+        steps=2,
+        batch_size=8,
+        warmup_steps=1,
+        dense_weight=dense_weight,
+        teacher_size=128,
+        teacher_dtype=teacher_dtype,
+    )
     manifest = pretrain(cfg, out, progress=False)
+    assert manifest["recipe"]["teacher_dtype"] == teacher_dtype
     assert ("stage 3's map (112 channels)" in manifest["data"]["teacher"]) == bool(dense_weight)
     assert (
         manifest["steps"] == 2
@@ -79,3 +87,8 @@ def test_pretrain_writes_loadable_weights_and_a_manifest(tmp_path, monkeypatch, 
         pretrained_cfg_overlay={"file": str(tmp_path / "vit.fmnist.safetensors")},
     )
     assert model.head.out_features == 3 and manifest["parameters"] == 2_693_578
+
+
+def test_an_unknown_teacher_dtype_is_refused():
+    with pytest.raises(RepAdapterError, match="--teacher-dtype 'float16' is not one of float32, bfloat16"):
+        PretrainConfig(teacher_dtype="float16")

@@ -18,6 +18,7 @@ from repadapter.tasks.segmentation import (
     SEGMENTATION,
     Segmenter,
     create_segmenter,
+    match_trained_head,
     predict_segmentation,
     segmentation_loss,
     segmentation_preprocessing,
@@ -155,8 +156,8 @@ def test_merge_is_exact_vanilla_and_round_trips(kind, tmp_path):
 
 
 def test_create_segmenter_from_a_config():
-    cfg = TrainConfig(model="vit_tiny6_patch4_32", pretrained=False, img_size=32, drop_path=0.0)
-    model = create_segmenter(cfg, 11, levels=2)
+    cfg = TrainConfig(model="vit_tiny6_patch4_32", pretrained=False, img_size=32, drop_path=0.0, seg_levels=2)
+    model = create_segmenter(cfg, 11)
     assert isinstance(model, Segmenter) and model.num_classes == 11 and model.levels == 2
     assert SEGMENTATION.build_model(cfg, 3).num_classes == 3
     prep = segmentation_preprocessing(model, "model")
@@ -293,3 +294,17 @@ def test_task_kind_trains_and_scores_a_mask_folder(tmp_path):
     assert matrix.sum() == 31 * 48 + 39 * 32 + 31 * 32  # every pixel but the ignored first rows
     scores = SEGMENTATION.score(matrix)
     assert set(scores) == {"mIoU", "pixel_accuracy", "mean_accuracy"} and 0 <= scores["mIoU"] <= 1
+
+
+@pytest.mark.parametrize("kind", ["vit", "swin"])
+def test_a_model_is_matched_to_the_levels_of_a_trained_head(kind):
+    trained = segmenter(kind, levels=2)
+    tensors = {k: v for k, v in trained.state_dict().items() if k.startswith("decode_head.")}
+    one_level = segmenter(kind, levels=1)
+    matched = match_trained_head(one_level, tensors)
+    assert matched.levels == 2 and matched.backbone is one_level.backbone
+    assert match_trained_head(trained, tensors) is trained
+    assert match_trained_head(trained, {}) is trained  # a file without a head: nothing to match
+    wrong = {"decode_head.proj.weight": torch.zeros(32, 7, 1, 1)}
+    with pytest.raises(RepAdapterError, match="reads 7 channels, which no number"):
+        match_trained_head(one_level, wrong)

@@ -65,14 +65,17 @@ class TrainConfig:
     # video: frames per clip (None: the model's own) and how they are drawn from a clip
     num_frames: int | None = None
     frame_sampling: str = "segment"
-    # segmentation: evaluate on the resized image, or in sliding windows over the full image
+    # segmentation: evaluate on the resized image, or in sliding windows over the full image;
+    # how many of the backbone's last blocks (stages) the decode head reads
     seg_eval: str = "resize"
+    seg_levels: int = 1
 
     def __post_init__(self) -> None:
         checks = [
             (self.frame_sampling in FRAME_SAMPLINGS, f"frame_sampling must be one of {FRAME_SAMPLINGS}"),
             (self.seg_eval in SEG_EVALS, f"seg_eval must be one of {SEG_EVALS}"),
             (self.num_frames is None or self.num_frames >= 1, "num_frames must be positive"),
+            (self.seg_levels >= 1, "seg_levels must be positive"),
             (self.placement in ALL_PLACEMENTS, f"placement must be one of {ALL_PLACEMENTS}"),
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),

@@ -120,10 +120,29 @@ class Segmenter(nn.Module):
         return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def create_segmenter(cfg: TrainConfig, num_classes: int, levels: int = 1) -> Segmenter:
-    """The run's backbone (``cfg.model`` with its weights, without classifier) under a new decode head."""
+def create_segmenter(cfg: TrainConfig, num_classes: int) -> Segmenter:
+    """The run's backbone (``cfg.model`` with its weights, without classifier) under a new decode
+    head reading ``cfg.seg_levels`` feature maps."""
     backbone = create_base(cfg.model, 0, cfg.pretrained, cfg.checkpoint, cfg.drop_path, cfg.img_size)
-    return Segmenter(backbone, num_classes, levels)
+    return Segmenter(backbone, num_classes, cfg.seg_levels)
+
+
+def match_trained_head(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """``model``, or for a Segmenter whose decode head reads fewer or more feature maps than the
+    trained head in ``tensors`` (an adapter file's or a merged checkpoint's), the same backbone
+    under a head with that many levels, found from the head's input width. Lets eval and merge
+    rebuild a ``--seg-levels`` run from its file alone; a width no level count gives is refused."""
+    weight = tensors.get(f"{HEAD_PREFIX}.proj.weight")
+    if not isinstance(model, Segmenter) or weight is None:
+        return model
+    widths = [int(entry["num_chs"]) for entry in model.backbone.feature_info]  # type: ignore[union-attr]
+    for levels in range(1, len(widths) + 1):
+        if sum(widths[-levels:]) == weight.shape[1]:
+            return model if levels == model.levels else Segmenter(model.backbone, model.num_classes, levels)
+    raise RepAdapterError(
+        f"the trained decode head reads {weight.shape[1]} channels, which no number of the backbone's "
+        f"last feature maps gives (widths {widths}); was it trained on another backbone?"
+    )
 
 
 # --- metrics ----------------------------------------------------------------------------------
