@@ -75,16 +75,16 @@ class PretrainConfig:
 
     model: str = "vit_tiny6_patch4_32"
     teacher: str = "tf_efficientnet_lite0.pypi"
-    teacher_size: int = 64
-    steps: int = 900
+    teacher_size: int = 128
+    steps: int = 2800
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100
     class_weight: float = 0.1
     color_prob: float = 0.5
-    dense_weight: float = 0.0
-    teacher_dtype: str = "float32"
+    dense_weight: float = 1.0
+    teacher_dtype: str = "bfloat16"
     seed: int = 0
 
     def __post_init__(self) -> None:
