@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import repadapter as ra
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, read_adapter_file
 from tests.conftest import build_vit, input_for
 
 
@@ -28,6 +28,10 @@ def test_load_adapter_reproduces_the_trained_model(saved):
     assert ra.adapter_config(fresh) == ra.adapter_config(model)
     # Loading again into the same injected model is allowed; it only refreshes the tensors.
     assert ra.load_adapter(fresh, path) is fresh
+    # A file already read loads the same, without reading it again.
+    from_read = ra.load_adapter(build_vit("vit_tiny"), read_adapter_file(path))
+    with torch.no_grad():
+        assert torch.equal(from_read(x), model(x))
 
 
 def test_file_holds_adapters_and_head_only_with_its_description(saved):

@@ -423,7 +423,7 @@ def _eval(args: argparse.Namespace) -> None:
     model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
         file = read_adapter_file(args.adapter)
-        model = load_adapter(match_trained_head(model, file.tensors), file.path)
+        model = load_adapter(match_trained_head(model, file.tensors), file)
     else:
         try:
             weights = load_file(args.weights)
@@ -474,7 +474,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
         drop_path=0.0,
     )
     base = match_trained_head(task_kind(kind).build_model(cfg, num_classes), adapter.tensors)
-    return merge(load_adapter(base, args.adapter), inplace=True), num_classes, kind
+    return merge(load_adapter(base, adapter), inplace=True), num_classes, kind
 
 
 def _merge(args: argparse.Namespace) -> None:

@@ -443,9 +443,10 @@ def unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Inject ``model`` with the config saved in ``path`` and load the file's tensors into it."""
-    return _load(model, read_adapter_file(path))
+def load_adapter(model: nn.Module, path: str | os.PathLike[str] | AdapterFile) -> nn.Module:
+    """Inject ``model`` with the config saved in ``path`` and load the file's tensors into it;
+    ``path`` may also be an adapter file already read (`read_adapter_file`)."""
+    return _load(model, path if isinstance(path, AdapterFile) else read_adapter_file(path))
 
 
 def _load(model: nn.Module, file: AdapterFile) -> nn.Module:

@@ -60,6 +60,13 @@ class DecodeHead(nn.Module):
         return self.classifier(self.dropout(self.act(self.norm(self.proj(features)))))
 
 
+def head_width(backbone: nn.Module, levels: int) -> int:
+    """Channels of the last ``levels`` feature maps of ``backbone`` (timm's ``feature_info``),
+    which the decode head reads concatenated."""
+    info: list[dict[str, Any]] = backbone.feature_info  # type: ignore[assignment]
+    return sum(int(entry["num_chs"]) for entry in info[-levels:])
+
+
 class Segmenter(nn.Module):
     """A timm backbone (built with ``num_classes=0``) and a `DecodeHead` on its token maps.
 
@@ -100,7 +107,7 @@ class Segmenter(nn.Module):
         self.num_classes = num_classes
         height, width = preprocessing(backbone)["input_size"]
         self.input_size = (int(height), int(width))
-        in_channels = sum(int(entry["num_chs"]) for entry in info[-levels:])
+        in_channels = head_width(backbone, levels)
         self.decode_head = DecodeHead(in_channels, num_classes, channels, dropout)
         cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
         self.pretrained_cfg: dict[str, Any] = {**cfg, "classifier": HEAD_PREFIX, "num_classes": num_classes}
@@ -137,7 +144,7 @@ def match_trained_head(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn
         return model
     widths = [int(entry["num_chs"]) for entry in model.backbone.feature_info]  # type: ignore[union-attr]
     for levels in range(1, len(widths) + 1):
-        if sum(widths[-levels:]) == weight.shape[1]:
+        if head_width(model.backbone, levels) == weight.shape[1]:
             return model if levels == model.levels else Segmenter(model.backbone, model.num_classes, levels)
     raise RepAdapterError(
         f"the trained decode head reads {weight.shape[1]} channels, which no number of the backbone's "
