@@ -49,6 +49,7 @@ def test_cli_examples_run(page, index, code, capsys):
     "name, file",
     [
         ("offline_vit", "accuracy.md"),
+        ("offline_vit_dense2800", "accuracy.md"),
         ("offline_lite0", "accuracy.md"),
         ("latency", "latency.md"),
         ("training", "training.md"),
