@@ -538,6 +538,36 @@ def _switch_time(args: argparse.Namespace) -> None:
         print(f"wrote {write_result(args.json, {'switch': result}, made_by)}")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from repadapter.convert import convert_official
+    from repadapter.data.vtab import paper_scale
+
+    if args.scale == "paper":
+        if not args.task:
+            raise RepAdapterError(
+                "--scale paper needs --task NAME (a VTAB-1k task) to pick the official value"
+            )
+        if not args.placement:
+            raise RepAdapterError("--scale paper needs --placement attn|block: the official values differ")
+        scale = paper_scale(args.task, args.placement)
+    else:
+        if args.task:
+            raise RepAdapterError("--task picks the official scale; give it with --scale paper only")
+        try:
+            scale = float(args.scale)
+        except ValueError:
+            raise RepAdapterError(f"--scale {args.scale!r}: give a number or 'paper' (with --task)") from None
+    if Path(args.out).resolve() == Path(args.official).resolve():
+        raise RepAdapterError(f"--out {args.out} is the checkpoint being converted; pick another file")
+    path, config, num_classes = convert_official(args.official, args.model, scale, args.out, args.placement)
+    print(
+        f"wrote {path}: {args.model}, placement {config.placement}, dim {config.dim}, "
+        f"groups {config.groups}, scale {config.scale:g}, {num_classes} classes "
+        f"(from the official checkpoint {args.official})"
+    )
+    print(f"  evaluate it with: repadapter eval --model {args.model} --adapter {path} --data ...")
+
+
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name of the base model")
     parser.add_argument(
@@ -664,6 +694,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", help="also write the measured differences, with provenance, to this JSON file"
     )
     export.set_defaults(func=_export)
+
+    convert = commands.add_parser(
+        "convert",
+        help="turn a checkpoint of the official RepAdapter code into an adapter file",
+        description="Read a checkpoint saved by github luogen1996/RepAdapter (torch.save of the adapter "
+        "and head tensors of a timm ViT) without running code from it, and write the same adapters and "
+        "head as a repadapter adapter file for --model. The scale s is not in the checkpoint: give the "
+        "one it was trained with, or --scale paper --task NAME for the official per-task value.",
+    )
+    convert.add_argument("--official", required=True, help="the official checkpoint (.pt)")
+    convert.add_argument(
+        "--model", required=True, help="timm ViT it was trained on (e.g. vit_base_patch16_224)"
+    )
+    convert.add_argument(
+        "--scale", required=True, help="scale s it was trained with, or 'paper' (with --task)"
+    )
+    convert.add_argument("--task", help="with --scale paper: the VTAB-1k task, whose official scale is used")
+    convert.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        help="attn (official repattn) or block (repblock); read from the file",
+    )
+    convert.add_argument("--out", required=True, help="output adapter file (.safetensors)")
+    convert.set_defaults(func=_convert)
 
     switch = commands.add_parser(
         "switch-time",
