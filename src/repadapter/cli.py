@@ -391,9 +391,25 @@ def _vtab(args: argparse.Namespace) -> None:
         print(f"wrote {out}/vtab_table.md and {out}/vtab_results.json")
 
 
+def _load_weights(model: nn.Module, args: argparse.Namespace, num_classes: int) -> nn.Module:
+    """``model`` with the merged checkpoint ``args.weights`` loaded (strictly)."""
+    from safetensors.torch import load_file
+
+    from repadapter.tasks.segmentation import match_trained_head
+
+    try:
+        weights = load_file(args.weights)
+        model = match_trained_head(model, weights)
+        model.load_state_dict(weights, strict=True)
+    except (RuntimeError, OSError) as err:
+        raise RepAdapterError(
+            f"{args.weights} does not fit {args.model} with {num_classes} classes: {err}"
+        ) from err
+    return model
+
+
 def _eval(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import load_file
 
     from repadapter.data import data_task, load_task
     from repadapter.engine import distributed
@@ -425,14 +441,7 @@ def _eval(args: argparse.Namespace) -> None:
         file = read_adapter_file(args.adapter)
         model = load_adapter(match_trained_head(model, file.tensors), file)
     else:
-        try:
-            weights = load_file(args.weights)
-            model = match_trained_head(model, weights)
-            model.load_state_dict(weights, strict=True)
-        except (RuntimeError, OSError) as err:
-            raise RepAdapterError(
-                f"{args.weights} does not fit {args.model} with {task.num_classes} classes: {err}"
-            ) from err
+        model = _load_weights(model, args, task.num_classes)
     model.to(ctx.device).eval()
     prep = kind.preprocessing(model, args.normalization)
     with torch.inference_mode():
@@ -442,6 +451,64 @@ def _eval(args: argparse.Namespace) -> None:
     print(
         f"{task.name} {args.split}: {shown} ({len(task.split(args.split))} samples, "
         f"normalization={args.normalization})"
+    )
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    from repadapter.data.transforms import eval_transform, preprocessing
+    from repadapter.engine import distributed
+    from repadapter.engine.recipe import resolve_config
+    from repadapter.predict import list_images, predict_images, read_class_names, write_predictions
+    from repadapter.tasks import task_kind
+
+    if (args.adapter is None) == (args.weights is None):
+        raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
+    images = list_images(args.images)
+    inputs = [args.adapter, args.weights, args.checkpoint, args.class_names]
+    out = Path(args.out).resolve()
+    if any(p is not None and Path(p).resolve() == out for p in inputs) or out in {
+        p.resolve() for p in images
+    }:
+        raise RepAdapterError(f"--out {args.out} is one of the inputs; write the predictions to another file")
+    if args.adapter is not None:
+        model, num_classes, kind = _merged_from_adapter(args)
+        if kind != "classification":
+            raise RepAdapterError(f"{args.adapter} is a {kind} adapter; predict handles image classifiers")
+    else:
+        try:
+            with safe_open(args.weights, framework="pt") as f:
+                recorded = (f.metadata() or {}).get("num_classes", "")
+        except (SafetensorError, OSError) as err:
+            raise RepAdapterError(f"{args.weights} is not a readable safetensors file: {err}") from err
+        if not recorded.isdigit():
+            raise RepAdapterError(
+                f"{args.weights} does not record its number of classes; give a checkpoint written by "
+                "repadapter merge, or the adapter file with --adapter"
+            )
+        num_classes = int(recorded)
+        cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
+        model = _load_weights(task_kind("classification").build_model(cfg, num_classes), args, num_classes)
+    topk = min(5, num_classes) if args.topk is None else args.topk
+    if not 1 <= topk <= num_classes:
+        raise RepAdapterError(f"--topk {topk}: give 1 to {num_classes}, the model's number of classes")
+    names = read_class_names(args.class_names, num_classes) if args.class_names else []
+    ctx = distributed.setup(args.device)
+    model.to(ctx.device).eval()
+    transform = eval_transform(preprocessing(model, args.normalization))
+    rows, bad = predict_images(
+        model, images, Path(args.images), transform, topk, args.batch_size, ctx.device,
+        args.on_bad_image, progress=not args.quiet,
+    )  # fmt: skip
+    if not rows:
+        raise RepAdapterError(f"none of the {len(images)} image files under {args.images} could be decoded")
+    write_predictions(args.out, rows, names)
+    for name, reason in bad:
+        print(f"skipped {name}: not a readable image ({reason})", file=sys.stderr)
+    print(
+        f"wrote {args.out}: top-{topk} of {num_classes} classes for {len(rows)} images"
+        f"{f', {len(bad)} unreadable image(s) skipped' if bad else ''}"
     )
 
 
@@ -694,6 +761,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", help="also write the measured differences, with provenance, to this JSON file"
     )
     export.set_defaults(func=_export)
+
+    predict = commands.add_parser(
+        "predict",
+        help="top-k predictions of an adapter file or merged checkpoint on a folder of images, as CSV",
+        description="Classify every image file under --images (recursively, sorted) with the base model "
+        "and --adapter (merged before use) or a merged --weights checkpoint, preprocessed as eval does, "
+        "in batches; write one CSV row per image: its path relative to --images, then class_k, name_k "
+        "(with --class-names) and prob_k (softmax) for k = 1..K. Unreadable images are reported and "
+        "skipped, or stop the run (--on-bad-image error).",
+    )
+    _add_base_flags(predict)
+    predict.add_argument("--adapter", help="adapter file to load onto the base model")
+    predict.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
+    predict.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    predict.add_argument("--out", required=True, help="output CSV file")
+    predict.add_argument("--topk", type=int, help="classes per image (default: 5, or all if fewer)")
+    predict.add_argument("--class-names", help="text file with one class name per line, in class order")
+    predict.add_argument(
+        "--on-bad-image",
+        choices=("skip", "error"),
+        default="skip",
+        help="an image that does not decode: report and skip it, or stop (default: %(default)s)",
+    )
+    predict.add_argument(
+        "--normalization",
+        default="model",
+        choices=("model", "imagenet"),
+        help="must match the training run's (default: %(default)s)",
+    )
+    predict.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=_predict)
 
     convert = commands.add_parser(
         "convert",
