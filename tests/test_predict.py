@@ -106,6 +106,8 @@ def test_bad_images_and_outputs_are_refused(trained, capsys):
     assert "is one of the inputs" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--out", str(images / "top.png")]) == 2
     assert "is one of the inputs" in capsys.readouterr().err
+    assert main([*base, "--adapter", str(adapter), "--no-pretrained", "--out", str(out)]) == 2
+    assert "gives the adapter a fresh random base model" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--weights", str(merged), "--out", str(out)]) == 2
     assert "exactly one of --adapter" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--out", str(out), "--topk", "3"]) == 2

@@ -493,6 +493,12 @@ def _predict(args: argparse.Namespace) -> None:
     }:
         raise RepAdapterError(f"--out {args.out} is one of the inputs; write the predictions to another file")
     if args.adapter is not None:
+        if not args.pretrained and args.checkpoint is None:
+            raise RepAdapterError(
+                "--no-pretrained without --checkpoint gives the adapter a fresh random base model, not the "
+                "one it was trained on; give the base weights (--checkpoint FILE or --pretrained), or a "
+                "merged checkpoint with --weights"
+            )
         model, num_classes, kind = _merged_from_adapter(args)
         if kind != "classification":
             raise RepAdapterError(f"{args.adapter} is a {kind} adapter; predict handles image classifiers")
