@@ -153,3 +153,14 @@ def test_checkpoints_that_do_not_fit_are_refused(tmp_path, capsys):
     code, err = convert(attn, "vit_small_patch16_224", "--scale", "1")
     assert code == 2 and "lacks blocks.3.adapter_attn.conv_B.bias" in err
     assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_the_readme_scale_table_is_the_one_paper_scale_uses():
+    from pathlib import Path
+
+    from repadapter.data.vtab import PAPER_SCALES
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("  | task | repblock | repattn |\n  |---|---|---|\n")[1].split("\n\n")[0]
+    rows = [line.strip(" |").split(" | ") for line in table.splitlines()]
+    assert {task: (float(b), float(a)) for task, b, a in rows} == PAPER_SCALES
