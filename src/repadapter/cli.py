@@ -92,8 +92,6 @@ def _data_check(args: argparse.Namespace) -> None:
     from repadapter.data.vtab_check import check_vtab, render_report
     from repadapter.files import atomic_write
 
-    if args.json and Path(args.json).resolve().is_relative_to(Path(args.root).resolve()):
-        raise RepAdapterError(f"--json {args.json} is inside the tree being checked; write it elsewhere")
     report = check_vtab(args.root, args.tasks, image_bytes=args.image_bytes, progress=not args.quiet)
     print(render_report(report), end="")
     if args.json:
