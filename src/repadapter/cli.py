@@ -86,6 +86,24 @@ def _data_build(args: argparse.Namespace) -> None:
     )
 
 
+def _data_check(args: argparse.Namespace) -> None:
+    import json
+
+    from repadapter.data.vtab_check import check_vtab, render_report
+    from repadapter.files import atomic_write
+
+    report = check_vtab(args.root, args.tasks, image_bytes=args.image_bytes, progress=not args.quiet)
+    print(render_report(report), end="")
+    if args.json:
+        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"))
+        print(f"wrote {args.json}")
+    if not report["ok"]:
+        bad = [name for name, entry in report["tasks"].items() if entry["problems"]]
+        raise RepAdapterError(
+            f"{len(bad)} task(s) of {args.root} have problems: {', '.join(bad)} (listed above)"
+        )
+
+
 def _write_bench(
     out: Path, stem: str, text: str, result: dict[str, object], made_by: dict[str, object]
 ) -> None:
@@ -391,9 +409,25 @@ def _vtab(args: argparse.Namespace) -> None:
         print(f"wrote {out}/vtab_table.md and {out}/vtab_results.json")
 
 
+def _load_weights(model: nn.Module, args: argparse.Namespace, num_classes: int) -> nn.Module:
+    """``model`` with the merged checkpoint ``args.weights`` loaded (strictly)."""
+    from safetensors.torch import load_file
+
+    from repadapter.tasks.segmentation import match_trained_head
+
+    try:
+        weights = load_file(args.weights)
+        model = match_trained_head(model, weights)
+        model.load_state_dict(weights, strict=True)
+    except (RuntimeError, OSError) as err:
+        raise RepAdapterError(
+            f"{args.weights} does not fit {args.model} with {num_classes} classes: {err}"
+        ) from err
+    return model
+
+
 def _eval(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import load_file
 
     from repadapter.data import data_task, load_task
     from repadapter.engine import distributed
@@ -425,14 +459,7 @@ def _eval(args: argparse.Namespace) -> None:
         file = read_adapter_file(args.adapter)
         model = load_adapter(match_trained_head(model, file.tensors), file)
     else:
-        try:
-            weights = load_file(args.weights)
-            model = match_trained_head(model, weights)
-            model.load_state_dict(weights, strict=True)
-        except (RuntimeError, OSError) as err:
-            raise RepAdapterError(
-                f"{args.weights} does not fit {args.model} with {task.num_classes} classes: {err}"
-            ) from err
+        model = _load_weights(model, args, task.num_classes)
     model.to(ctx.device).eval()
     prep = kind.preprocessing(model, args.normalization)
     with torch.inference_mode():
@@ -442,6 +469,70 @@ def _eval(args: argparse.Namespace) -> None:
     print(
         f"{task.name} {args.split}: {shown} ({len(task.split(args.split))} samples, "
         f"normalization={args.normalization})"
+    )
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    from repadapter.data.transforms import eval_transform, preprocessing
+    from repadapter.engine import distributed
+    from repadapter.engine.recipe import resolve_config
+    from repadapter.predict import list_images, predict_images, read_class_names, write_predictions
+    from repadapter.tasks import task_kind
+
+    if (args.adapter is None) == (args.weights is None):
+        raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
+    images = list_images(args.images)
+    inputs = [args.adapter, args.weights, args.checkpoint, args.class_names]
+    out = Path(args.out).resolve()
+    if any(p is not None and Path(p).resolve() == out for p in inputs) or out in {
+        p.resolve() for p in images
+    }:
+        raise RepAdapterError(f"--out {args.out} is one of the inputs; write the predictions to another file")
+    if args.adapter is not None:
+        if not args.pretrained and args.checkpoint is None:
+            raise RepAdapterError(
+                "--no-pretrained without --checkpoint gives the adapter a fresh random base model, not the "
+                "one it was trained on; give the base weights (--checkpoint FILE or --pretrained), or a "
+                "merged checkpoint with --weights"
+            )
+        model, num_classes, kind = _merged_from_adapter(args)
+        if kind != "classification":
+            raise RepAdapterError(f"{args.adapter} is a {kind} adapter; predict handles image classifiers")
+    else:
+        try:
+            with safe_open(args.weights, framework="pt") as f:
+                recorded = (f.metadata() or {}).get("num_classes", "")
+        except (SafetensorError, OSError) as err:
+            raise RepAdapterError(f"{args.weights} is not a readable safetensors file: {err}") from err
+        if not recorded.isdigit():
+            raise RepAdapterError(
+                f"{args.weights} does not record its number of classes; give a checkpoint written by "
+                "repadapter merge, or the adapter file with --adapter"
+            )
+        num_classes = int(recorded)
+        cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
+        model = _load_weights(task_kind("classification").build_model(cfg, num_classes), args, num_classes)
+    topk = min(5, num_classes) if args.topk is None else args.topk
+    if not 1 <= topk <= num_classes:
+        raise RepAdapterError(f"--topk {topk}: give 1 to {num_classes}, the model's number of classes")
+    names = read_class_names(args.class_names, num_classes) if args.class_names else []
+    ctx = distributed.setup(args.device)
+    model.to(ctx.device).eval()
+    transform = eval_transform(preprocessing(model, args.normalization))
+    rows, bad = predict_images(
+        model, images, Path(args.images), transform, topk, args.batch_size, ctx.device,
+        args.on_bad_image, progress=not args.quiet,
+    )  # fmt: skip
+    if not rows:
+        raise RepAdapterError(f"none of the {len(images)} image files under {args.images} could be decoded")
+    write_predictions(args.out, rows, names)
+    for name, reason in bad:
+        print(f"skipped {name}: not a readable image ({reason})", file=sys.stderr)
+    print(
+        f"wrote {args.out}: top-{topk} of {num_classes} classes for {len(rows)} images"
+        f"{f', {len(bad)} unreadable image(s) skipped' if bad else ''}"
     )
 
 
@@ -536,6 +627,36 @@ def _switch_time(args: argparse.Namespace) -> None:
     )
     if args.json:
         print(f"wrote {write_result(args.json, {'switch': result}, made_by)}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from repadapter.convert import convert_official
+    from repadapter.data.vtab import paper_scale
+
+    if args.scale == "paper":
+        if not args.task:
+            raise RepAdapterError(
+                "--scale paper needs --task NAME (a VTAB-1k task) to pick the official value"
+            )
+        if not args.placement:
+            raise RepAdapterError("--scale paper needs --placement attn|block: the official values differ")
+        scale = paper_scale(args.task, args.placement)
+    else:
+        if args.task:
+            raise RepAdapterError("--task picks the official scale; give it with --scale paper only")
+        try:
+            scale = float(args.scale)
+        except ValueError:
+            raise RepAdapterError(f"--scale {args.scale!r}: give a number or 'paper' (with --task)") from None
+    if Path(args.out).resolve() == Path(args.official).resolve():
+        raise RepAdapterError(f"--out {args.out} is the checkpoint being converted; pick another file")
+    path, config, num_classes = convert_official(args.official, args.model, scale, args.out, args.placement)
+    print(
+        f"wrote {path}: {args.model}, placement {config.placement}, dim {config.dim}, "
+        f"groups {config.groups}, scale {config.scale:g}, {num_classes} classes "
+        f"(from the official checkpoint {args.official})"
+    )
+    print(f"  evaluate it with: repadapter eval --model {args.model} --adapter {path} --data ...")
 
 
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
@@ -665,6 +786,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(func=_export)
 
+    predict = commands.add_parser(
+        "predict",
+        help="top-k predictions of an adapter file or merged checkpoint on a folder of images, as CSV",
+        description="Classify every image file under --images (recursively, sorted) with the base model "
+        "and --adapter (merged before use) or a merged --weights checkpoint, preprocessed as eval does, "
+        "in batches; write one CSV row per image: its path relative to --images, then class_k, name_k "
+        "(with --class-names) and prob_k (softmax) for k = 1..K. Unreadable images are reported and "
+        "skipped, or stop the run (--on-bad-image error).",
+    )
+    _add_base_flags(predict)
+    predict.add_argument("--adapter", help="adapter file to load onto the base model")
+    predict.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
+    predict.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    predict.add_argument("--out", required=True, help="output CSV file")
+    predict.add_argument("--topk", type=int, help="classes per image (default: 5, or all if fewer)")
+    predict.add_argument("--class-names", help="text file with one class name per line, in class order")
+    predict.add_argument(
+        "--on-bad-image",
+        choices=("skip", "error"),
+        default="skip",
+        help="an image that does not decode: report and skip it, or stop (default: %(default)s)",
+    )
+    predict.add_argument(
+        "--normalization",
+        default="model",
+        choices=("model", "imagenet"),
+        help="must match the training run's (default: %(default)s)",
+    )
+    predict.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=_predict)
+
+    convert = commands.add_parser(
+        "convert",
+        help="turn a checkpoint of the official RepAdapter code into an adapter file",
+        description="Read a checkpoint saved by github luogen1996/RepAdapter (torch.save of the adapter "
+        "and head tensors of a timm ViT) without running code from it, and write the same adapters and "
+        "head as a repadapter adapter file for --model. The scale s is not in the checkpoint: give the "
+        "one it was trained with, or --scale paper --task NAME for the official per-task value.",
+    )
+    convert.add_argument("--official", required=True, help="the official checkpoint (.pt)")
+    convert.add_argument(
+        "--model", required=True, help="timm ViT it was trained on (e.g. vit_base_patch16_224)"
+    )
+    convert.add_argument(
+        "--scale", required=True, help="scale s it was trained with, or 'paper' (with --task)"
+    )
+    convert.add_argument("--task", help="with --scale paper: the VTAB-1k task, whose official scale is used")
+    convert.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        help="attn (official repattn) or block (repblock); read from the file",
+    )
+    convert.add_argument("--out", required=True, help="output adapter file (.safetensors)")
+    convert.set_defaults(func=_convert)
+
     switch = commands.add_parser(
         "switch-time",
         help="time how long a merged model takes to switch from one task's adapter to another's",
@@ -695,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", help="also write the measurements, with provenance, to this JSON file")
     demo.set_defaults(func=_demo)
 
-    data = commands.add_parser("data", help="build data sets").add_subparsers(
+    data = commands.add_parser("data", help="build and check data sets").add_subparsers(
         dest="data_command", required=True
     )
     build = data.add_parser(
@@ -726,6 +904,28 @@ def build_parser() -> argparse.ArgumentParser:
         )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_data_build)
+
+    check = data.add_parser(
+        "check",
+        help="check a VTAB-1k tree: tasks present, split sizes, labels, images, and its fingerprint",
+        description="Report per task of the VTAB-1k tree at ROOT (or the offline suite, whose manifest "
+        "names its tasks and sizes): present or missing; split sizes against 800/200/1000 (the test size "
+        "is reported); train800val200 = train800 + val200; malformed lines and labels out of range; class "
+        "counts; listed images missing or not decoding; image formats, modes and sizes; and a sha256 "
+        "fingerprint of the lists (sorted lines) per task and for the tree, so that two users can tell "
+        "whether they hold the same data. Exits with status 2 when any task has a problem.",
+    )
+    check.add_argument("suite", choices=["vtab"], help="the layout to check")
+    check.add_argument("root", help="folder holding the task folders")
+    check.add_argument("--tasks", nargs="+", help="only these tasks (default: all of the suite)")
+    check.add_argument("--json", help="also write the full report to this JSON file")
+    check.add_argument(
+        "--image-bytes",
+        action="store_true",
+        help="also fingerprint the listed images' bytes (reads them all)",
+    )
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=_data_check)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True
