@@ -264,6 +264,8 @@ RECIPE_HELP = {
     "eval_every": "evaluate every this many epochs (and after the last)",
     "amp": "autocast: none, bf16 or fp16 (fp16 needs CUDA)",
     "compile": "wrap the model in torch.compile",
+    "grad_checkpointing": "activation checkpointing: recompute each block's activations in backward "
+    "instead of keeping them (less memory, about one more forward of time; same numbers)",
     "workers": "data-loading worker processes",
     "seed": "random seed",
     "device": "auto, cpu, cuda or cuda:N",

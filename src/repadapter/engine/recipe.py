@@ -59,6 +59,7 @@ class TrainConfig:
     eval_every: int = 10
     amp: str = "none"
     compile: bool = False
+    grad_checkpointing: bool = False
     workers: int = 4
     seed: int = 42
     device: str = "auto"
