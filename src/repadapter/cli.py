@@ -173,6 +173,17 @@ def _bench_training(args: argparse.Namespace) -> None:
     _write_bench(Path(args.out), "training", render_training_cost(result), result, made_by)
 
 
+def _bench_loader(args: argparse.Namespace) -> None:
+    from repadapter.benchmarks.loader import render_loader, run_loader
+    from repadapter.benchmarks.provenance import provenance
+
+    made_by = provenance()
+    result = run_loader(
+        args.data, args.img_size, args.split, args.epochs, args.batch, args.workers, args.cache
+    )
+    _write_bench(Path(args.out), "loader", render_loader(result), result, made_by)
+
+
 def _bench_probe(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.probe import render_probe, run_probe
     from repadapter.benchmarks.provenance import provenance
@@ -282,6 +293,12 @@ RECIPE_HELP = {
     "eval_every": "evaluate every this many epochs (and after the last)",
     "amp": "autocast: none, bf16 or fp16 (fp16 needs CUDA)",
     "compile": "wrap the model in torch.compile",
+    "data_cache": "without random augmentation, decode and resize each image once and keep the pixels: "
+    "'memory', 'disk' (a memory-mapped file under $REPADAPTER_CACHE_DIR, "
+    "default ~/.cache/repadapter/images), "
+    "'auto' (memory while it takes under a quarter of RAM, else disk) or 'off'; the numbers are the same",
+    "grad_checkpointing": "activation checkpointing: recompute each block's activations in backward "
+    "instead of keeping them (less memory, about one more forward of time; same numbers)",
     "workers": "data-loading worker processes",
     "seed": "random seed",
     "device": "auto, cpu, cuda or cuda:N",
@@ -1003,6 +1020,27 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     training.add_argument("--out", required=True, help="results folder")
     training.set_defaults(func=_bench_training)
+
+    loader = bench.add_parser(
+        "loader",
+        help="training-loader images per second, decoding every epoch vs decoded once (--data-cache)",
+        description="Epochs of one split through a DataLoader, alternating the plain pipeline (decode and "
+        "resize every image every epoch) with the cached one (decoded once). Writes <out>/loader.md and "
+        "loader.json.",
+    )
+    loader.add_argument(
+        "--data", required=True, help="data as train takes it, e.g. vtab:data/offline/clevr_count"
+    )
+    loader.add_argument("--split", default="train", help="(default: %(default)s)")
+    loader.add_argument("--img-size", type=int, default=224, help="(default: %(default)s)")
+    loader.add_argument("--epochs", type=int, default=3, help="(default: %(default)s)")
+    loader.add_argument("--batch", type=int, default=64, help="(default: %(default)s)")
+    loader.add_argument("--workers", type=int, default=0, help="(default: %(default)s)")
+    loader.add_argument(
+        "--cache", default="memory", choices=["memory", "disk"], help="(default: %(default)s)"
+    )
+    loader.add_argument("--out", required=True, help="results folder")
+    loader.set_defaults(func=_bench_loader)
 
     probe = bench.add_parser(
         "probe",

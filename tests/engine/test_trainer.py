@@ -133,3 +133,32 @@ def test_compile_wraps_the_training_model(tmp_path, monkeypatch):
     model, result = _fit(task, tiny_recipe(compile=True, epochs=2), tmp_path / "c")
     assert compiled and compiled[0] is model
     assert len(result.history) == 2
+
+
+def test_grad_checkpointing_trains_to_the_same_numbers(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    plain, result = _fit(task, tiny_recipe(epochs=2), tmp_path / "plain")
+    checkpointed, result_ckpt = _fit(task, tiny_recipe(epochs=2, grad_checkpointing=True), tmp_path / "ckpt")
+    assert checkpointed.grad_checkpointing and not plain.grad_checkpointing
+    assert [r["train_loss"] for r in result_ckpt.history] == pytest.approx(
+        [r["train_loss"] for r in result.history], rel=1e-5
+    )
+    trained = {n: p for n, p in plain.named_parameters() if p.requires_grad}
+    for name, param in checkpointed.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param, trained[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cached_images_train_to_the_same_numbers(tmp_path, monkeypatch):
+    from repadapter.data import cache
+
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    runs = {
+        mode: _fit(task, tiny_recipe(epochs=2, data_cache=mode), tmp_path / mode)
+        for mode in cache.CACHE_MODES
+    }
+    off = runs.pop("off")[1]
+    for mode, (_, result) in runs.items():
+        assert [r["train_loss"] for r in result.history] == [r["train_loss"] for r in off.history], mode
+        assert result.evaluations == off.evaluations, mode

@@ -37,16 +37,20 @@ def preprocessing(model: nn.Module, normalization: str = "model") -> dict[str, A
     }
 
 
+def resize_transform(prep: dict[str, Any]) -> Callable:
+    """Bicubic resize of a PIL image to the model's input size (no crop)."""
+    return transforms.Resize(tuple(prep["input_size"]), interpolation=transforms.InterpolationMode.BICUBIC)
+
+
+def tensor_transform(prep: dict[str, Any]) -> Callable:
+    """A resized image (PIL, or uint8 HWC pixels) to a normalised CHW float tensor."""
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(prep["mean"], prep["std"])])
+
+
 def eval_transform(prep: dict[str, Any]) -> Callable:
     """Bicubic resize to the model's input size (no crop), then normalise: the paper's VTAB
     preprocessing, used for training too when there is no augmentation."""
-    return transforms.Compose(
-        [
-            transforms.Resize(tuple(prep["input_size"]), interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.ToTensor(),
-            transforms.Normalize(prep["mean"], prep["std"]),
-        ]
-    )
+    return transforms.Compose([resize_transform(prep), tensor_transform(prep)])
 
 
 def fewshot_train_transform(prep: dict[str, Any]) -> Callable:

@@ -20,6 +20,7 @@ from torch import nn
 
 from repadapter.data.lists import TaskData
 from repadapter.data.vtab import VTAB_TASKS, paper_scale
+from repadapter.engine.activations import set_grad_checkpointing
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import SCALE_CANDIDATES, TrainConfig
 from repadapter.engine.trainer import FitResult, evaluate, fit, seed_everything
@@ -58,8 +59,8 @@ def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
 def build_model(cfg: TrainConfig, num_classes: int, scale: float) -> nn.Module:
     """The task kind's base model from its source (hub, package, local file, or random init),
     made ready to train by the run's method."""
-    model = task_kind(cfg.task).build_model(cfg, num_classes)
-    return method(cfg.method).prepare(model, cfg, scale)
+    model = method(cfg.method).prepare(task_kind(cfg.task).build_model(cfg, num_classes), cfg, scale)
+    return set_grad_checkpointing(model) if cfg.grad_checkpointing else model
 
 
 def _eval_epochs(cfg: TrainConfig, stop: int) -> set[int]:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from repadapter.config import ALL_PLACEMENTS
+from repadapter.data.cache import CACHE_MODES
 from repadapter.data.transforms import NORMALIZATIONS
 from repadapter.data.video import SAMPLINGS as FRAME_SAMPLINGS
 from repadapter.errors import RepAdapterError
@@ -59,6 +60,8 @@ class TrainConfig:
     eval_every: int = 10
     amp: str = "none"
     compile: bool = False
+    grad_checkpointing: bool = False
+    data_cache: str = "auto"
     workers: int = 4
     seed: int = 42
     device: str = "auto"
@@ -79,6 +82,7 @@ class TrainConfig:
             (self.placement in ALL_PLACEMENTS, f"placement must be one of {ALL_PLACEMENTS}"),
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
+            (self.data_cache in CACHE_MODES, f"data_cache must be one of {CACHE_MODES}"),
             (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
             (

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from repadapter.backbones import create_base
+from repadapter.data.cache import CachedImages
 from repadapter.data.lists import ImageListDataset, Sample
 from repadapter.data.transforms import eval_transform, fewshot_train_transform, preprocessing
 from repadapter.engine.recipe import TrainConfig
@@ -21,12 +22,17 @@ def _build(cfg: TrainConfig, num_classes: int) -> nn.Module:
 
 def _train_images(samples: Sequence[Sample], prep: dict[str, Any], cfg: TrainConfig) -> Dataset:
     """The few-shot recipe augments; the VTAB recipe trains on the evaluation preprocessing."""
-    transform = fewshot_train_transform(prep) if cfg.augment == "fewshot" else eval_transform(prep)
-    return ImageListDataset(samples, transform)
+    if cfg.augment == "fewshot":
+        return ImageListDataset(samples, fewshot_train_transform(prep))
+    return _eval_images(samples, prep, cfg)
 
 
 def _eval_images(samples: Sequence[Sample], prep: dict[str, Any], cfg: TrainConfig) -> Dataset:
-    return ImageListDataset(samples, eval_transform(prep))
+    """Without random augmentation every read of an image gives the same tensor: decode and
+    resize it once (``cfg.data_cache``), unless the cache is off."""
+    if cfg.data_cache == "off":
+        return ImageListDataset(samples, eval_transform(prep))
+    return CachedImages(samples, prep, cfg.data_cache, cfg.workers)
 
 
 CLASSIFICATION = TaskKind(

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from repadapter.backbones import create_base
 from repadapter.data.segmentation import SegmentationDataset
 from repadapter.data.transforms import preprocessing
+from repadapter.engine.activations import set_grad_checkpointing
 from repadapter.engine.recipe import TrainConfig
 from repadapter.errors import RepAdapterError
 from repadapter.tasks.base import IGNORE_INDEX, TaskKind, logits_of
@@ -111,6 +112,10 @@ class Segmenter(nn.Module):
         self.decode_head = DecodeHead(in_channels, num_classes, channels, dropout)
         cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
         self.pretrained_cfg: dict[str, Any] = {**cfg, "classifier": HEAD_PREFIX, "num_classes": num_classes}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the backbone's blocks (timm's switch); the head is small."""
+        set_grad_checkpointing(self.backbone, enable)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The concatenated (N, C, h, w) feature maps the decode head reads."""
