@@ -478,14 +478,11 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
 
 
 def _merge(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
-    from repadapter.files import atomic_write
+    from repadapter.files import save_tensor_file
 
     deployed, num_classes, kind = _merged_from_adapter(args)
-    state = {k: v.detach().cpu().contiguous() for k, v in deployed.state_dict().items()}
     meta = {"architecture": args.model, "num_classes": str(num_classes), "merged_from": str(args.adapter)}
-    atomic_write(args.out, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    save_tensor_file(args.out, deployed.state_dict(), meta)
     print(
         f"wrote {args.out}: a plain {args.model} {kind} model with {num_classes} classes, adapters folded in."
     )
