@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from repadapter.engine.distributed import DistContext
     from repadapter.engine.recipe import TrainConfig
+    from repadapter.files import AdapterFile
 
 T = TypeVar("T")
 
@@ -393,13 +394,12 @@ def _vtab(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import load_file
 
     from repadapter.data import data_task, load_task
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
-    from repadapter.files import read_adapter_file
+    from repadapter.files import read_adapter_file, read_tensor_file
     from repadapter.model import load_adapter
     from repadapter.tasks import task_kind
     from repadapter.tasks.segmentation import match_trained_head
@@ -419,14 +419,17 @@ def _eval(args: argparse.Namespace) -> None:
         device=args.device,
     )
     kind = task_kind(cfg.task)
+    if args.adapter is not None:
+        file = read_adapter_file(args.adapter)
+        _refuse_other_kind(file, args.model)
+    else:
+        weights = read_tensor_file(args.weights, "merged model file")
     ctx = distributed.setup(cfg.device)
     model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
-        file = read_adapter_file(args.adapter)
         model = load_adapter(match_trained_head(model, file.tensors), file)
     else:
         try:
-            weights = load_file(args.weights)
             model = match_trained_head(model, weights)
             model.load_state_dict(weights, strict=True)
         except (RuntimeError, OSError) as err:
@@ -449,6 +452,20 @@ def _eval(args: argparse.Namespace) -> None:
 _FAMILY_TASKS = {"segmenter": "segmentation", "hf_videomae": "video"}
 
 
+def _refuse_other_kind(adapter: AdapterFile, model: str) -> None:
+    """A video adapter needs a video --model, any other adapter an image one: say so before
+    building a model of the wrong kind (`repadapter.model.check_family` checks the rest)."""
+    from repadapter.video_backbones import is_video_model
+
+    family = adapter.metadata.get("family")
+    if (_FAMILY_TASKS.get(str(family)) == "video") != is_video_model(model):
+        made_for = adapter.metadata.get("base_model") or "the model it was trained on"
+        raise RepAdapterError(
+            f"{adapter.path} is for model family {family!r} (made for {made_for}), but --model {model} "
+            f"builds {'a video' if is_video_model(model) else 'an image'} model; pass --model {made_for}"
+        )
+
+
 def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]:
     """The base model of ``args`` with ``args.adapter`` loaded and folded in, its class count and
     the kind of task it is for (from the adapter's family)."""
@@ -459,6 +476,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
     from repadapter.tasks.segmentation import match_trained_head
 
     adapter = read_adapter_file(args.adapter)
+    _refuse_other_kind(adapter, args.model)
     num_classes = adapter.metadata.get("num_classes")
     if not isinstance(num_classes, int):
         raise RepAdapterError(

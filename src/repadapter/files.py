@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +95,40 @@ def save_tensor_file(
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` archive (zip) or a bare pickle."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError:
+        return False
+    return start.startswith(b"PK\x03\x04") or start[:1] == b"\x80"
+
+
+def refuse_pickle(path: str | os.PathLike[str], fix: str) -> RepAdapterError:
+    """The error for a pickle that ``torch.load(weights_only=True)`` refused to unpickle."""
+    return RepAdapterError(
+        f"{path} holds Python objects other than tensors and plain values, so it was not loaded "
+        f"(unpickling them could run code). {fix}"
+    )
+
+
+def torch_load_safely(path: str | os.PathLike[str], fix: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain values only. A pickle that needs
+    anything else is refused with `refuse_pickle` (and ``fix``), never unpickled."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about the pickle protocol it found
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise refuse_pickle(path, fix) from err
+    except Exception as err:  # zip, EOF and format errors come in many types
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RepAdapterError(
+            f"cannot read {path} ({reason}): it is damaged or not a PyTorch file. {fix}"
+        ) from err
+
+
 def _check_finite(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -101,6 +137,22 @@ def _check_finite(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]
                 f"{path}: tensor {name} holds {bad} NaN or infinite value(s); the file is damaged or "
                 "comes from a run that diverged. Use a checkpoint saved before the divergence."
             )
+
+
+def unreadable_safetensors(
+    path: str | os.PathLike[str], what: str, err: Exception, hint: str
+) -> RepAdapterError:
+    """The error for a file that should be safetensors but is not: a pickle is named as one."""
+    if _is_pickle(Path(path)):
+        return RepAdapterError(
+            f"{path} is a pickle (torch.save) file, not a safetensors {what}; repadapter does not "
+            f"unpickle it, since that could run code. {hint}"
+        )
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return RepAdapterError(
+        f"{path} is not a readable {what}: it is truncated, corrupted or not in safetensors format "
+        f"({reason}). {hint}"
+    )
 
 
 def _read_safetensors(path: Path, what: str, hint: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -112,11 +164,7 @@ def _read_safetensors(path: Path, what: str, hint: str) -> tuple[dict[str, str],
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RepAdapterError(
-            f"{path} is not a readable {what}: it is truncated, corrupted or not in safetensors "
-            f"format ({reason}). {hint}"
-        ) from err
+        raise unreadable_safetensors(path, what, err, hint) from err
     _check_finite(path, tensors)
     return header, tensors
 

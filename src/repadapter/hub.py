@@ -20,7 +20,7 @@ from torch import nn
 
 from repadapter.backbones import create_base
 from repadapter.errors import RepAdapterError
-from repadapter.files import read_adapter_file
+from repadapter.files import read_adapter_file, read_tensor_file
 from repadapter.model import count_parameters, has_adapters, load_adapter, save_adapter
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -192,6 +192,7 @@ def from_pretrained(
     if (folder / MERGED_CONFIG).is_file() and (folder / MERGED_WEIGHTS).is_file():
         import timm
 
+        read_tensor_file(folder / MERGED_WEIGHTS, "merged model file")  # safetensors, all finite
         return timm.create_model(f"local-dir:{folder}", pretrained=True)
     raise RepAdapterError(
         f"{folder} holds neither {ADAPTER_WEIGHTS} (an adapter) nor {MERGED_CONFIG} + {MERGED_WEIGHTS} "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pickle
 import random
 import resource
 import time
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
 from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, torch_load_safely
 from repadapter.tasks import confusion, logits_of, task_kind
 
 CHECKPOINT = "checkpoint.pt"
@@ -164,19 +163,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A run's checkpoint, read with ``weights_only=True``: tensors and plain values only, so a
     planted pickle is refused instead of run."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise RepAdapterError(
-            f"{path} holds Python objects other than tensors and plain values, so it was not loaded "
-            "(loading it could run code); it is not a checkpoint this repadapter wrote. "
-            "Move it away or use another --out"
-        ) from err
-    except Exception as err:  # zip, EOF and format errors come in many types
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RepAdapterError(
-            f"cannot read the checkpoint {path} ({reason}); it is damaged. Move it away or use another --out"
-        ) from err
+    state = torch_load_safely(
+        path, "It is not a checkpoint repadapter wrote; move it away or use another --out."
+    )
     if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
         raise RepAdapterError(
             f"{path} is not a repadapter training checkpoint; move it away or use another --out"
