@@ -132,6 +132,10 @@ TINY_CLI_FLAGS = [
     "--quiet",
 ]
 
+# Models with packaged weights, which eval, merge and export rebuild without a hub.
+IMAGE_MODEL = "vit_tiny6_patch4_32.fmnist"
+VIDEO_MODEL = "videomae_tiny6_patch4_32.fmnist"
+
 
 def run_cli(*args, timeout: int = 600):
     """``repadapter ARGS`` in a subprocess, as a user runs it."""

@@ -12,40 +12,16 @@ import pytest
 import torch
 
 import repadapter as ra
-from repadapter.backbones import create_base
-from tests.fixtures import (
-    TINY_CLI_FLAGS,
-    assert_refused,
-    leftovers,
-    make_vtab_task,
-    plant,
-    run_cli,
-)
+from tests.fixtures import IMAGE_MODEL, TINY_CLI_FLAGS, VIDEO_MODEL, assert_refused, leftovers, plant, run_cli
 
-IMAGE_MODEL = "vit_tiny6_patch4_32.fmnist"  # packaged weights: eval, merge and export rebuild them
-VIDEO_MODEL = "videomae_tiny6_patch4_32.fmnist"
 RUN_FLAGS = [*TINY_CLI_FLAGS, "--epochs", "2", "--scale", "1", "--selection", "none"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A two-class VTAB task and adapter files for the packaged image and video models."""
-    root = tmp_path_factory.mktemp("world")
-    task = make_vtab_task(root, "eurosat", train=8, val=4, test=4)
-    image = ra.save_adapter(
-        ra.perturb_adapters(ra.inject(create_base(IMAGE_MODEL, 2))), root / "image.safetensors"
-    )
-    video = ra.save_adapter(
-        ra.perturb_adapters(ra.inject(create_base(VIDEO_MODEL, 3))), root / "video.safetensors"
-    )
-    return {"root": root, "data": f"vtab:{task}", "image": image, "video": video}
-
-
-@pytest.fixture(scope="module")
-def trained_run(world):
+def trained_run(cli_world):
     """A finished two-epoch training run, to resume."""
-    out = world["root"] / "run"
-    run = run_cli("train", "--data", world["data"], "--out", out, *RUN_FLAGS)
+    out = cli_world["root"] / "run"
+    run = run_cli("train", "--data", cli_world["data"], "--out", out, *RUN_FLAGS)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (out / "final" / "checkpoint.pt").is_file()
     return out
@@ -67,12 +43,12 @@ def test_a_planted_payload_runs_when_unpickled_unsafely(tmp_path, archive):
 
 
 @pytest.mark.parametrize("archive", [True, False])
-def test_resume_refuses_a_planted_checkpoint(world, trained_run, tmp_path, archive):
+def test_resume_refuses_a_planted_checkpoint(cli_world, trained_run, tmp_path, archive):
     out = tmp_path / "run"
     shutil.copytree(trained_run, out)
     plant(out / "final" / "checkpoint.pt", tmp_path / "PWNED", archive)
     before = _snapshot(out)
-    run = run_cli("train", "--data", world["data"], "--out", out, *RUN_FLAGS, "--resume")
+    run = run_cli("train", "--data", cli_world["data"], "--out", out, *RUN_FLAGS, "--resume")
     assert_refused(run, "checkpoint.pt holds Python objects other than tensors", "not loaded")
     assert not (tmp_path / "PWNED").exists()
     assert _snapshot(out) == before and not leftovers(tmp_path)
@@ -85,27 +61,43 @@ def test_resume_refuses_a_planted_checkpoint(world, trained_run, tmp_path, archi
         ("base.safetensors", "base.safetensors is a pickle (torch.save) file, not a safetensors"),
     ],
 )
-def test_a_planted_base_checkpoint_is_refused(world, tmp_path, name, message):
+def test_a_planted_base_checkpoint_is_refused(cli_world, tmp_path, name, message):
     checkpoint = plant(tmp_path / name, tmp_path / "PWNED")
     out = tmp_path / "merged.safetensors"
     run = run_cli(
-        "merge", "--model", IMAGE_MODEL, "--checkpoint", checkpoint, "--adapter", world["image"], "--out", out
+        "merge",
+        "--model",
+        IMAGE_MODEL,
+        "--checkpoint",
+        checkpoint,
+        "--adapter",
+        cli_world["image"],
+        "--out",
+        out,
     )
     assert_refused(run, message)
     assert not (tmp_path / "PWNED").exists() and not out.exists() and not leftovers(tmp_path)
 
 
-def test_a_planted_video_base_checkpoint_is_refused(world, tmp_path):
+def test_a_planted_video_base_checkpoint_is_refused(cli_world, tmp_path):
     checkpoint = plant(tmp_path / "video.pt", tmp_path / "PWNED")
     out = tmp_path / "merged.safetensors"
     run = run_cli(
-        "merge", "--model", VIDEO_MODEL, "--checkpoint", checkpoint, "--adapter", world["video"], "--out", out
+        "merge",
+        "--model",
+        VIDEO_MODEL,
+        "--checkpoint",
+        checkpoint,
+        "--adapter",
+        cli_world["video"],
+        "--out",
+        out,
     )
     assert_refused(run, "video.pt holds Python objects other than tensors")
     assert not (tmp_path / "PWNED").exists() and not out.exists() and not leftovers(tmp_path)
 
 
-def test_a_planted_hugging_face_video_folder_is_refused(world, tmp_path):
+def test_a_planted_hugging_face_video_folder_is_refused(cli_world, tmp_path):
     import transformers
 
     folder = tmp_path / "videomae"
@@ -114,15 +106,15 @@ def test_a_planted_hugging_face_video_folder_is_refused(world, tmp_path):
     )
     plant(folder / "pytorch_model.bin", tmp_path / "PWNED")
     out = tmp_path / "merged.safetensors"
-    run = run_cli("merge", "--model", f"hf:{folder}", "--adapter", world["video"], "--out", out)
+    run = run_cli("merge", "--model", f"hf:{folder}", "--adapter", cli_world["video"], "--out", out)
     assert_refused(run, f"{folder} holds Python objects other than tensors")
     assert not (tmp_path / "PWNED").exists() and not out.exists() and not leftovers(tmp_path)
 
 
-def test_eval_refuses_planted_merged_weights(world, tmp_path):
+def test_eval_refuses_planted_merged_weights(cli_world, tmp_path):
     weights = plant(tmp_path / "merged.safetensors", tmp_path / "PWNED")
     run = run_cli(
-        "eval", "--model", IMAGE_MODEL, "--weights", weights, "--data", world["data"], "--workers", "0"
+        "eval", "--model", IMAGE_MODEL, "--weights", weights, "--data", cli_world["data"], "--workers", "0"
     )
     assert_refused(
         run, "merged.safetensors is a pickle (torch.save) file, not a safetensors merged model file"
@@ -131,11 +123,11 @@ def test_eval_refuses_planted_merged_weights(world, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["eval", "merge", "export"])
-def test_a_planted_adapter_file_is_refused(world, tmp_path, command):
+def test_a_planted_adapter_file_is_refused(cli_world, tmp_path, command):
     adapter = plant(tmp_path / "adapter.safetensors", tmp_path / "PWNED", archive=command != "merge")
     out = tmp_path / "out.file"
     flags = {
-        "eval": ["--data", world["data"], "--workers", "0"],
+        "eval": ["--data", cli_world["data"], "--workers", "0"],
         "merge": ["--out", out],
         "export": ["--torchscript", out],
     }[command]
