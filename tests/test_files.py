@@ -175,6 +175,18 @@ def test_an_interrupted_write_leaves_no_temporary_and_the_old_file(saved, interr
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_an_interrupted_folder_build_leaves_nothing(tmp_path):
+    from repadapter.files import partial_folder
+
+    target = tmp_path / "task"
+    with pytest.raises(KeyboardInterrupt), partial_folder(target) as tmp:
+        assert tmp.name == ".task.partial"
+        (tmp / "images").mkdir(parents=True)
+        (tmp / "images" / "0.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
 def _rewritten(path, tmp_path, change):
     """A copy of the adapter file at ``path`` with ``change(tensors)`` applied, header kept."""
     from repadapter.files import save_tensor_file

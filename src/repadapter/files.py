@@ -13,12 +13,14 @@ only, which holds no code, and no NaN or infinite values.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def partial_folder(target: Path) -> Iterator[Path]:
+    """A hidden ``.<name>.partial`` folder beside ``target`` to build a folder in, which the
+    caller renames into place when it is complete; removed if the build fails or is
+    interrupted (and, if a killed build left one, before the next build starts)."""
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:

@@ -128,11 +128,11 @@ def save_pretrained(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-") as tmp_name:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-", suffix=".partial") as tmp_name:
         tmp = Path(tmp_name)
         if has_adapters(model):
             meta = read_adapter_file(save_adapter(model, tmp / ADAPTER_WEIGHTS)).metadata
-            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
         else:
             architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
