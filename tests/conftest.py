@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 from timm.layers import SwiGLU
@@ -54,3 +55,21 @@ def input_for(
 
 def relative_error(restored: torch.Tensor, original: torch.Tensor) -> float:
     return ((restored.double() - original.double()).norm() / original.double().norm()).item()
+
+
+@pytest.fixture(scope="module")
+def cli_world(tmp_path_factory):
+    """For command-line tests: a two-class VTAB task (``data``, a --data value) and adapter files
+    for the packaged image and video models (``image``, ``video``), which eval, merge and export
+    rebuild with their weights."""
+    import repadapter as ra
+    from repadapter.backbones import create_base
+    from tests.fixtures import IMAGE_MODEL, VIDEO_MODEL, make_vtab_task
+
+    root = tmp_path_factory.mktemp("world")
+    task = make_vtab_task(root, "eurosat", train=8, val=4, test=4)
+    files = {}
+    for kind, name, classes in (("image", IMAGE_MODEL, 2), ("video", VIDEO_MODEL, 3)):
+        model = ra.perturb_adapters(ra.inject(create_base(name, classes)))
+        files[kind] = ra.save_adapter(model, root / f"{kind}.safetensors")
+    return {"root": root, "data": f"vtab:{task}", **files}

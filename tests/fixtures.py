@@ -131,3 +131,56 @@ TINY_CLI_FLAGS = [
     "cpu",
     "--quiet",
 ]
+
+# Models with packaged weights, which eval, merge and export rebuild without a hub.
+IMAGE_MODEL = "vit_tiny6_patch4_32.fmnist"
+VIDEO_MODEL = "videomae_tiny6_patch4_32.fmnist"
+
+
+def run_cli(*args, timeout: int = 600):
+    """``repadapter ARGS`` in a subprocess, as a user runs it."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "repadapter.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_refused(run, *phrases: str) -> None:
+    """Exit code 2 and a `repadapter: error:` message of one or two lines holding ``phrases``."""
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("repadapter: error: "), run.stderr
+    for phrase in phrases:
+        assert phrase in run.stderr, (phrase, run.stderr)
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files of interrupted or failed writes under ``root``."""
+    return [p for p in root.rglob("*") if p.name.endswith((".partial", ".tmp")) or p.name.startswith(".tmp")]
+
+
+class Payload:
+    """Unpickling this creates ``marker``: the proof that a reader ran code from a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant(path: Path, marker: Path, archive: bool = True) -> Path:
+    """A planted pickle at ``path``: a ``torch.save`` archive (or a bare pickle) of a state dict
+    whose one entry runs code when unpickled."""
+    import pickle
+
+    import torch
+
+    state = {"state_dict": {"weight": Payload(marker)}}
+    if archive:
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state))
+    return path

@@ -4,12 +4,14 @@ import json
 import os
 
 import pytest
+import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 import repadapter as ra
 from repadapter.files import atomic_write, read_adapter_file
+from repadapter.model import has_adapters
 from tests.conftest import build_vit, input_for
 
 
@@ -152,3 +154,102 @@ def test_written_files_get_ordinary_permissions(saved):
     path.chmod(0o640)
     atomic_write(path, lambda tmp: tmp.write_bytes(b"x"))
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("interrupt", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_an_interrupted_write_leaves_no_temporary_and_the_old_file(saved, interrupt):
+    _, path = saved
+    before = path.read_bytes()
+    seen = []
+
+    def crash(tmp):
+        seen.append(tmp.name)
+        tmp.write_bytes(b"half a file")
+        raise interrupt
+
+    with pytest.raises(type(interrupt)):
+        atomic_write(path, crash)
+    # while it was written, the temporary was hidden and could not pass for a finished file
+    assert seen[0].startswith(f".{path.name}.") and seen[0].endswith(".partial")
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_an_interrupted_folder_build_leaves_nothing(tmp_path):
+    from repadapter.files import partial_folder
+
+    target = tmp_path / "task"
+    with pytest.raises(KeyboardInterrupt), partial_folder(target) as tmp:
+        assert tmp.name == ".task.partial"
+        (tmp / "images").mkdir(parents=True)
+        (tmp / "images" / "0.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def _rewritten(path, tmp_path, change):
+    """A copy of the adapter file at ``path`` with ``change(tensors)`` applied, header kept."""
+    from repadapter.files import save_tensor_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = f.metadata()
+    change(tensors)
+    return save_tensor_file(tmp_path / "changed.safetensors", tensors, header)
+
+
+@pytest.mark.parametrize(
+    "name, value", [("blocks.3.attn.repadapter.up.weight", float("nan")), ("head.bias", float("inf"))]
+)
+def test_non_finite_tensors_are_refused_naming_the_tensor(saved, tmp_path, name, value):
+    from repadapter.files import read_tensor_file
+
+    _, path = saved
+    bad = _rewritten(path, tmp_path, lambda tensors: tensors[name].view(-1)[0].fill_(value))
+    for read in (read_adapter_file, read_tensor_file):
+        with pytest.raises(ra.RepAdapterError, match=f"tensor {name} holds 1 NaN or infinite value"):
+            read(bad)
+
+
+def test_files_of_another_family_name_the_family_they_are_for(saved, tmp_path):
+    from tests.tasks.test_segmentation import segmenter
+
+    _, vit_file = saved
+    convnext = timm.create_model("convnext_atto", num_classes=10)
+    with pytest.raises(
+        ra.RepAdapterError, match="is for model family 'timm_vit'.*but this model is 'timm_convnext'"
+    ):
+        ra.load_adapter(convnext, vit_file)
+    assert not has_adapters(convnext)
+    seg_file = ra.save_adapter(ra.inject(segmenter("vit")), tmp_path / "seg.safetensors")
+    assert read_adapter_file(seg_file).metadata["backbone_family"] == "timm_vit"
+    with pytest.raises(
+        ra.RepAdapterError, match="'segmenter' with a 'timm_vit' backbone.*'timm_swin' backbone"
+    ):
+        ra.load_adapter(segmenter("swin"), seg_file)
+    with pytest.raises(ra.RepAdapterError, match="is for model family 'segmenter'.*this model is 'timm_vit'"):
+        ra.load_adapter(build_vit("vit_tiny"), seg_file)
+
+
+SAVE_IN_A_NEW_PROCESS = """
+import sys
+import repadapter as ra
+from tests.conftest import build_vit
+ra.save_adapter(ra.perturb_adapters(ra.inject(build_vit("vit_tiny")), seed=3), sys.argv[1])
+"""
+
+
+def test_the_same_adapter_saved_twice_gives_the_same_bytes(tmp_path):
+    import subprocess
+    import sys
+
+    paths = [tmp_path / "one.safetensors", tmp_path / "two.safetensors"]
+    for path in paths:  # new processes: safetensors' metadata order used to vary between them
+        run = subprocess.run(
+            [sys.executable, "-c", SAVE_IN_A_NEW_PROCESS, str(path)], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    data = paths[0].read_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    assert list(header["__metadata__"]) == ["format", "repadapter"]  # sorted

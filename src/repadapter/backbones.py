@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +22,17 @@ from typing import Any
 
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.files import refuse_pickle, unreadable_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 IN_HOUSE_VIT = "vit_tiny6_patch4_32.fmnist"
+CHECKPOINT_FIX = "Give a state dict saved as .safetensors (or a plain torch.save of tensors)."
 
 default_cfgs = generate_default_cfgs(
     {
@@ -158,7 +162,11 @@ def create_base(
             if img_size is None or "img_size" not in str(err):
                 raise
             model = create(name, pretrained, **kwargs)
+    except SafetensorError as err:  # timm reads a .safetensors file without checking it
+        raise unreadable_safetensors(checkpoint or name, "weights file", err, CHECKPOINT_FIX) from err
     except RuntimeError as err:  # timm's strict load: the weights are for another architecture
+        if isinstance(err.__cause__, pickle.UnpicklingError):  # timm's weights_only=True refused it
+            raise refuse_pickle(checkpoint or name, CHECKPOINT_FIX) from err
         raise RepAdapterError(
             f"cannot load the weights of {name} from {checkpoint or 'the hub'}: {err}"
         ) from err

@@ -14,10 +14,12 @@ from repadapter.config import ALL_PLACEMENTS, PLACEMENTS, RepAdapterConfig
 from repadapter.errors import RepAdapterError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from repadapter.engine.distributed import DistContext
     from repadapter.engine.recipe import TrainConfig
+    from repadapter.files import AdapterFile
 
 T = TypeVar("T")
 
@@ -426,14 +428,13 @@ def _vtab(args: argparse.Namespace) -> None:
         print(f"wrote {out}/vtab_table.md and {out}/vtab_results.json")
 
 
-def _load_weights(model: nn.Module, args: argparse.Namespace, num_classes: int) -> nn.Module:
-    """``model`` with the merged checkpoint ``args.weights`` loaded (strictly)."""
-    from safetensors.torch import load_file
-
+def _load_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], args: argparse.Namespace, num_classes: int
+) -> nn.Module:
+    """``model`` with the tensors of the merged checkpoint ``args.weights`` loaded (strictly)."""
     from repadapter.tasks.segmentation import match_trained_head
 
     try:
-        weights = load_file(args.weights)
         model = match_trained_head(model, weights)
         model.load_state_dict(weights, strict=True)
     except (RuntimeError, OSError) as err:
@@ -450,7 +451,7 @@ def _eval(args: argparse.Namespace) -> None:
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
-    from repadapter.files import read_adapter_file
+    from repadapter.files import read_adapter_file, read_tensor_file
     from repadapter.model import load_adapter
     from repadapter.tasks import task_kind
     from repadapter.tasks.segmentation import match_trained_head
@@ -470,13 +471,17 @@ def _eval(args: argparse.Namespace) -> None:
         device=args.device,
     )
     kind = task_kind(cfg.task)
+    if args.adapter is not None:
+        file = read_adapter_file(args.adapter)
+        _refuse_other_kind(file, args.model)
+    else:
+        weights = read_tensor_file(args.weights, "merged model file")
     ctx = distributed.setup(cfg.device)
     model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
-        file = read_adapter_file(args.adapter)
         model = load_adapter(match_trained_head(model, file.tensors), file)
     else:
-        model = _load_weights(model, args, task.num_classes)
+        model = _load_weights(model, weights, args, task.num_classes)
     model.to(ctx.device).eval()
     prep = kind.preprocessing(model, args.normalization)
     with torch.inference_mode():
@@ -495,6 +500,7 @@ def _predict(args: argparse.Namespace) -> None:
     from repadapter.data.transforms import eval_transform, preprocessing
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
+    from repadapter.files import read_tensor_file
     from repadapter.predict import list_images, predict_images, read_class_names, write_predictions
     from repadapter.tasks import task_kind
 
@@ -530,7 +536,10 @@ def _predict(args: argparse.Namespace) -> None:
             )
         num_classes = int(recorded)
         cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
-        model = _load_weights(task_kind("classification").build_model(cfg, num_classes), args, num_classes)
+        weights = read_tensor_file(args.weights, "merged model file")
+        model = _load_weights(
+            task_kind("classification").build_model(cfg, num_classes), weights, args, num_classes
+        )
     topk = min(5, num_classes) if args.topk is None else args.topk
     if not 1 <= topk <= num_classes:
         raise RepAdapterError(f"--topk {topk}: give 1 to {num_classes}, the model's number of classes")
@@ -557,6 +566,20 @@ def _predict(args: argparse.Namespace) -> None:
 _FAMILY_TASKS = {"segmenter": "segmentation", "hf_videomae": "video"}
 
 
+def _refuse_other_kind(adapter: AdapterFile, model: str) -> None:
+    """A video adapter needs a video --model, any other adapter an image one: say so before
+    building a model of the wrong kind (`repadapter.model.check_family` checks the rest)."""
+    from repadapter.video_backbones import is_video_model
+
+    family = adapter.metadata.get("family")
+    if (_FAMILY_TASKS.get(str(family)) == "video") != is_video_model(model):
+        made_for = adapter.metadata.get("base_model") or "the model it was trained on"
+        raise RepAdapterError(
+            f"{adapter.path} is for model family {family!r} (made for {made_for}), but --model {model} "
+            f"builds {'a video' if is_video_model(model) else 'an image'} model; pass --model {made_for}"
+        )
+
+
 def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]:
     """The base model of ``args`` with ``args.adapter`` loaded and folded in, its class count and
     the kind of task it is for (from the adapter's family)."""
@@ -567,6 +590,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
     from repadapter.tasks.segmentation import match_trained_head
 
     adapter = read_adapter_file(args.adapter)
+    _refuse_other_kind(adapter, args.model)
     num_classes = adapter.metadata.get("num_classes")
     if not isinstance(num_classes, int):
         raise RepAdapterError(
@@ -586,14 +610,11 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
 
 
 def _merge(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
-    from repadapter.files import atomic_write
+    from repadapter.files import save_tensor_file
 
     deployed, num_classes, kind = _merged_from_adapter(args)
-    state = {k: v.detach().cpu().contiguous() for k, v in deployed.state_dict().items()}
     meta = {"architecture": args.model, "num_classes": str(num_classes), "merged_from": str(args.adapter)}
-    atomic_write(args.out, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    save_tensor_file(args.out, deployed.state_dict(), meta)
     print(
         f"wrote {args.out}: a plain {args.model} {kind} model with {num_classes} classes, adapters folded in."
     )

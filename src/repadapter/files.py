@@ -5,21 +5,29 @@ the format version, the library version, the `RepAdapterConfig`, the model famil
 model's name, the number of classes and every adapter site, so that a file can be checked
 against a model before any tensor is touched. Writes go to a temporary file and are renamed
 into place, so a crash never leaves a half-written adapter.
+
+Every tensor file the library writes goes through `save_tensor_file` (the same tensors and
+metadata give the same bytes) and every one it reads through `read_tensor_file`: safetensors
+only, which holds no code, and no NaN or infinite values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
+import shutil
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
@@ -38,13 +46,19 @@ def _file_mode(path: Path) -> int:
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary file is hidden and named ``.<name>.<random>.partial``, so it never passes
+    for a finished file; it is removed whenever ``write`` fails, including on Ctrl-C. Only a
+    process killed outright (SIGKILL, power loss) can leave one behind, and ``path`` itself is
+    then the old file or absent, never half-written.
+    """
     path = Path(path)
     if path.is_dir():
         raise RepAdapterError(f"{path} is a directory; give a file path to write to")
     if not path.parent.exists():
         raise RepAdapterError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -56,6 +70,125 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def partial_folder(target: Path) -> Iterator[Path]:
+    """A hidden ``.<name>.partial`` folder beside ``target`` to build a folder in, which the
+    caller renames into place when it is complete; removed if the build fails or is
+    interrupted (and, if a killed build left one, before the next build starts)."""
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes, with its header's keys in a fixed order.
+
+    safetensors writes the metadata entries in an order that varies from run to run; here they
+    are sorted, so identical tensors and metadata always give identical bytes.
+    """
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    raw = save(cpu, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to a multiple of 8 bytes
+    return len(text).to_bytes(8, "little") + text + raw[8 + size :]
+
+
+def save_tensor_file(
+    path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``tensors`` (and string ``metadata``) as safetensors, atomically and reproducibly."""
+    data = safetensors_bytes(tensors, metadata)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` archive (zip) or a bare pickle."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError:
+        return False
+    return start.startswith(b"PK\x03\x04") or start[:1] == b"\x80"
+
+
+def refuse_pickle(path: str | os.PathLike[str], fix: str) -> RepAdapterError:
+    """The error for a pickle that ``torch.load(weights_only=True)`` refused to unpickle."""
+    return RepAdapterError(
+        f"{path} holds Python objects other than tensors and plain values, so it was not loaded "
+        f"(unpickling them could run code). {fix}"
+    )
+
+
+def torch_load_safely(path: str | os.PathLike[str], fix: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain values only. A pickle that needs
+    anything else is refused with `refuse_pickle` (and ``fix``), never unpickled."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about the pickle protocol it found
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise refuse_pickle(path, fix) from err
+    except Exception as err:  # zip, EOF and format errors come in many types
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RepAdapterError(
+            f"cannot read {path} ({reason}): it is damaged or not a PyTorch file. {fix}"
+        ) from err
+
+
+def _check_finite(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise RepAdapterError(
+                f"{path}: tensor {name} holds {bad} NaN or infinite value(s); the file is damaged or "
+                "comes from a run that diverged. Use a checkpoint saved before the divergence."
+            )
+
+
+def unreadable_safetensors(
+    path: str | os.PathLike[str], what: str, err: Exception, hint: str
+) -> RepAdapterError:
+    """The error for a file that should be safetensors but is not: a pickle is named as one."""
+    if _is_pickle(Path(path)):
+        return RepAdapterError(
+            f"{path} is a pickle (torch.save) file, not a safetensors {what}; repadapter does not "
+            f"unpickle it, since that could run code. {hint}"
+        )
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return RepAdapterError(
+        f"{path} is not a readable {what}: it is truncated, corrupted or not in safetensors format "
+        f"({reason}). {hint}"
+    )
+
+
+def _read_safetensors(path: Path, what: str, hint: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header metadata and the tensors of a safetensors file, all finite."""
+    if not path.is_file():
+        raise RepAdapterError(f"{what} {path} does not exist (or is not a file)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise unreadable_safetensors(path, what, err, hint) from err
+    _check_finite(path, tensors)
+    return header, tensors
+
+
+def read_tensor_file(path: str | os.PathLike[str], what: str = "tensor file") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (a merged model, trained weights), checked finite; any
+    problem is a `RepAdapterError` naming the file. Nothing in a safetensors file runs code."""
+    return _read_safetensors(Path(path), what, "Give a .safetensors file written by repadapter or timm.")[1]
 
 
 @dataclass(frozen=True)
@@ -76,24 +209,13 @@ def write_adapter_file(
         "format": "pt",
         METADATA_KEY: json.dumps({"method": "repadapter", "format_version": FORMAT_VERSION, **metadata}),
     }
-    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=header))
+    return save_tensor_file(path, tensors, header)
 
 
 def read_adapter_file(path: str | os.PathLike[str]) -> AdapterFile:
     """Read and check an adapter file; any problem is a `RepAdapterError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise RepAdapterError(f"adapter file {path} does not exist (or is not a file)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise RepAdapterError(
-            f"{path} is not a readable adapter file: it is truncated, corrupted or not in "
-            f"safetensors format ({err}). Save adapters with repadapter.save_adapter."
-        ) from err
+    header, tensors = _read_safetensors(path, "adapter file", "Save adapters with repadapter.save_adapter.")
     if METADATA_KEY not in header:
         raise RepAdapterError(
             f"{path} is a safetensors file but not a repadapter adapter file (its header has no "

@@ -20,7 +20,7 @@ from torch import nn
 
 from repadapter.backbones import create_base
 from repadapter.errors import RepAdapterError
-from repadapter.files import read_adapter_file
+from repadapter.files import read_adapter_file, read_tensor_file
 from repadapter.model import count_parameters, has_adapters, load_adapter, save_adapter
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -128,11 +128,11 @@ def save_pretrained(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-") as tmp_name:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-", suffix=".partial") as tmp_name:
         tmp = Path(tmp_name)
         if has_adapters(model):
             meta = read_adapter_file(save_adapter(model, tmp / ADAPTER_WEIGHTS)).metadata
-            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
         else:
             architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
@@ -192,6 +192,7 @@ def from_pretrained(
     if (folder / MERGED_CONFIG).is_file() and (folder / MERGED_WEIGHTS).is_file():
         import timm
 
+        read_tensor_file(folder / MERGED_WEIGHTS, "merged model file")  # safetensors, all finite
         return timm.create_model(f"local-dir:{folder}", pretrained=True)
     raise RepAdapterError(
         f"{folder} holds neither {ADAPTER_WEIGHTS} (an adapter) nor {MERGED_CONFIG} + {MERGED_WEIGHTS} "

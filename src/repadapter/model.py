@@ -27,6 +27,7 @@ from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import Family, SiteSpec, family_of
 from repadapter.families.generic import GENERIC, target_sites
+from repadapter.families.segmenter import SEGMENTER, backbone_family
 from repadapter.files import AdapterFile, read_adapter_file, write_adapter_file
 from repadapter.fold import (
     AffineMap,
@@ -425,6 +426,9 @@ def _snapshot(model: nn.Module, label: str) -> AdapterFile:
         "num_classes": getattr(model, "num_classes", None),
         "sites": {path_: _site_of(host).describe() for path_, host in _adapted_hosts(model)},
     }
+    backbone = _family_names(model, family)[1]
+    if backbone is not None:
+        metadata["backbone_family"] = backbone
     return AdapterFile(config=config, metadata=metadata, tensors=tensors, path=label)
 
 
@@ -460,6 +464,7 @@ def _load(model: nn.Module, file: AdapterFile) -> nn.Module:
         sites = [_site_of(host) for _, host in _adapted_hosts(model)]
     else:
         family = _family(model, file.config)
+        check_family(model, family, file)  # before planning: another family's placement may not exist here
         sites = _plan(model, family, file.config)
     _check_file_matches(model, family, sites, file)
     if not _adapted_hosts(model):
@@ -468,14 +473,33 @@ def _load(model: nn.Module, file: AdapterFile) -> nn.Module:
     return model
 
 
+def _family_names(model: nn.Module, family: Family) -> tuple[str, str | None]:
+    """The family's name and, for a Segmenter, its backbone's family's name."""
+    return family.name, backbone_family(model).name if family is SEGMENTER else None
+
+
+def check_family(model: nn.Module, family: Family, file: AdapterFile) -> None:
+    """Refuse a file whose header names another model family (or, for a Segmenter, another
+    backbone family) than ``model``'s, saying which family it is for."""
+    meta = file.metadata
+    name, backbone = _family_names(model, family)
+    theirs, their_backbone = meta.get("family"), meta.get("backbone_family")
+    if theirs == name and (backbone is None or their_backbone in (None, backbone)):
+        return
+    made_for = meta.get("base_model") or "a model it does not name"
+    wanted = f"{theirs!r}" + (f" with a {their_backbone!r} backbone" if their_backbone else "")
+    ours = f"{name!r}" + (f" with a {backbone!r} backbone" if backbone else "")
+    raise RepAdapterError(
+        f"{file.path} is for model family {wanted} (made for {made_for}), but this model is {ours}; "
+        f"load it into a model of that family, e.g. {made_for}"
+    )
+
+
 def _check_file_matches(model: nn.Module, family: Family, sites: list[_Site], file: AdapterFile) -> None:
     """Refuse a file made for another family, depth, width or head before touching the model."""
     meta, where = file.metadata, file.path
     made_for = f"(it was made for {meta.get('base_model') or 'an unnamed model'})"
-    if meta.get("family") != family.name:
-        raise RepAdapterError(
-            f"{where} is for model family {meta.get('family')!r}, this model is {family.name!r} {made_for}"
-        )
+    check_family(model, family, file)
     ours = {site.path: site.describe() for site in sites}
     theirs = meta["sites"]
     if set(ours) != set(theirs):

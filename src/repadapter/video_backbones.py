@@ -32,6 +32,7 @@ stays the vanilla class.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +175,12 @@ def _read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise RepAdapterError(f"base checkpoint {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from repadapter.backbones import CHECKPOINT_FIX
+    from repadapter.files import read_tensor_file, torch_load_safely
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # safetensors, pickle and zip errors come in many types
-        raise RepAdapterError(f"cannot read base checkpoint {path}: {err}") from err
+    if path.suffix == ".safetensors":
+        return read_tensor_file(path, "base checkpoint")
+    state = torch_load_safely(path, CHECKPOINT_FIX)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -282,6 +281,10 @@ def _from_hf(
             model = cls.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
         else:
             model = cls(transformers.VideoMAEConfig.from_pretrained(source, **overrides))
+    except pickle.UnpicklingError as err:  # transformers reads .bin files with weights_only=True
+        from repadapter.files import refuse_pickle
+
+        raise refuse_pickle(source, "Save it with save_pretrained(safe_serialization=True).") from err
     except OSError as err:
         raise RepAdapterError(
             f"cannot load a VideoMAE from {source!r} (a local save_pretrained folder or a hub id): {err}"

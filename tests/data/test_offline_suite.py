@@ -12,6 +12,7 @@ from repadapter.data.offline import natural, specialized
 from repadapter.data.offline.suite import OFFLINE_TASKS, build_suite
 from repadapter.data.sources import FONT_FAMILIES, FONTS_DIR, GIMP_PATTERNS_DIR
 from repadapter.data.vtab import SPLIT_FILES, suite_tasks
+from tests.fixtures import leftovers
 
 SMALL = {"train": 12, "val": 6, "test": 12}
 
@@ -122,7 +123,7 @@ def test_suite_is_written_in_the_vtab_layout_reloads_and_rebuilds_byte_identical
     assert saved["provenance"]["command"] and saved["tasks"] == manifest["tasks"]
     build_suite(tmp_path / "a", tasks, SMALL, seed=0, progress=False, log=logs.append)
     assert logs[-3:] == [f"{t}: cached" for t in tasks]
-    assert not list((tmp_path / "a").glob(".*.tmp"))
+    assert not leftovers(tmp_path)
 
 
 def test_unknown_tasks_and_missing_sources_are_named(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from repadapter import RepAdapterError
 from repadapter.data.offline.video import DIRECTIONS, build_moving_digits, direction_vector
 from repadapter.data.sources import NPM_PREFIX
 from repadapter.data.video import load_video_list_task
+from tests.fixtures import leftovers
 
 SIZES = (24, 8, 16)
 needs_mnist = pytest.mark.skipif(
@@ -104,7 +105,7 @@ def test_rebuilds_are_byte_identical_and_kept_when_built(built, tmp_path):
     as_mapping = {"train": SIZES[0], "val": SIZES[1], "test": SIZES[2]}  # the CLI's form
     build_moving_digits(again, sizes=as_mapping, seed=1, log=logs.append)  # other settings: rebuilt
     assert json.loads((again / "manifest.json").read_text())["sha256"] != digest
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not leftovers(tmp_path)
 
 
 def test_refuses_to_build_over_a_foreign_folder_or_without_the_source(tmp_path, monkeypatch):

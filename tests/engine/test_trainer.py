@@ -67,7 +67,7 @@ def test_a_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _fit(task, cfg, tmp_path / "b")
     monkeypatch.setattr(trainer, "_write_metrics", real)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 2
     model_b, result_b = _fit(task, cfg, tmp_path / "b")
 
     assert [r["epoch"] for r in result_b.history] == [1, 2, 3, 4]
@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     model.register_forward_pre_hook(poison)
     with pytest.raises(TrainingDivergedError, match="became nan at epoch 2, step 1.*checkpoint.pt"):
         _train(model, task, cfg, tmp_path / "run")
-    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
 

