@@ -27,6 +27,26 @@ def test_training_cost_per_method_against_full_fine_tuning(tmp_path):
     assert "| repadapter |" in (out / "training.md").read_text() and result["provenance"]["command"]
 
 
+def test_the_floor_checkpointing_and_peft_lora_beside_the_methods(tmp_path):
+    out = tmp_path / "training"
+    methods = ["full", "floor", "repadapter", "repadapter+checkpointing", "peft-lora"]
+    args = ["bench", "training", "--model", "vit_tiny6_patch4_32", "--methods", *methods]
+    assert main([*args, "--batch", "2", "--steps", "1", "--threads", "1", "--out", str(out)]) == 0
+    rows = json.loads((out / "training.json").read_text())["methods"]
+    assert rows["floor"]["trained_params"] == 0 and rows["floor"]["activations_vs_floor"] == 1.0
+    # every method back-propagates through the whole backbone: none keeps less than the floor
+    floor = rows["floor"]["saved_activation_bytes"]
+    assert all(
+        row["saved_activation_bytes"] >= floor for n, row in rows.items() if n != "repadapter+checkpointing"
+    )
+    assert rows["repadapter+checkpointing"]["trained_params"] == rows["repadapter"]["trained_params"]
+    assert (
+        rows["repadapter+checkpointing"]["saved_activation_bytes"] < rows["floor"]["saved_activation_bytes"]
+    )
+    # PEFT's LoRA: rank 8 on qkv (6 blocks, 192 -> 576) and the 100-class head
+    assert rows["peft-lora"]["trained_params"] == 6 * 8 * (192 + 576) + 100 * 192 + 100
+
+
 def test_saved_activations_count_what_backward_needs_and_not_the_weights():
     layer = nn.Linear(64, 32)
     x = torch.randn(10, 64)

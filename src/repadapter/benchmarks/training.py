@@ -1,5 +1,10 @@
 """`repadapter bench training`: what one training step costs with each method, against full
-fine-tuning, on the same model and batch.
+fine-tuning and against the floor, on the same model and batch.
+
+The floor is what any method that trains something inside every block must pay: back-propagation
+through the whole frozen backbone, with only the first block's input requiring a gradient. Beside
+the library's methods, the table can hold that floor, RepAdapter with activation checkpointing,
+and PEFT's own LoRA (the peer a user would pick instead).
 
 Each method runs in a fresh subprocess, so its peak memory (CUDA: allocated; CPU: the process's
 peak RSS) is its own: model, gradients, optimizer state and the activations autograd keeps.
@@ -21,10 +26,63 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from repadapter.families.base import timm_classifier_prefixes
 from repadapter.methods import METHODS, method
 
-# Every method, full fine-tuning first: the others are measured against it.
-TRAINED_METHODS = ("full", *(name for name in METHODS if name != "full"))
+
+def _first_block(model: nn.Module) -> nn.Module:
+    for name in ("blocks", "stages", "layers"):
+        blocks = getattr(model, name, None)
+        if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks):
+            return blocks[0]
+    raise ValueError(
+        f"the floor needs a model with blocks, stages or layers; {type(model).__name__} has none"
+    )
+
+
+def _floor(model: nn.Module) -> nn.Module:
+    """Everything frozen; the first block's input requires a gradient, so backward runs through
+    every block without any weight gradient."""
+    model.requires_grad_(False)
+    _first_block(model).register_forward_pre_hook(
+        lambda _, args: (args[0].detach().requires_grad_(), *args[1:])
+    )
+    return model
+
+
+def _repadapter_checkpointed(model: nn.Module) -> nn.Module:
+    from repadapter.engine.activations import set_grad_checkpointing
+    from repadapter.engine.recipe import TrainConfig
+
+    return set_grad_checkpointing(method("repadapter").prepare(model, TrainConfig(), 1.0))
+
+
+def _peft_lora(model: nn.Module) -> nn.Module:
+    """PEFT's LoRA on the attention's qkv projection, rank 8, the head trained too."""
+    from peft import LoraConfig, get_peft_model
+
+    head = timm_classifier_prefixes(model)[0]
+    return get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=8, target_modules=["qkv"], modules_to_save=[head])
+    )
+
+
+# Set-ups that are no training method of ours, measured beside them.
+VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "floor": _floor,
+    "repadapter+checkpointing": _repadapter_checkpointed,
+    "peft-lora": _peft_lora,
+}
+# Every method and variant, full fine-tuning first: the others are measured against it.
+TRAINED_METHODS = ("full", "floor", *(name for name in METHODS if name != "full"), *list(VARIANTS)[1:])
+
+
+def _prepare(model: nn.Module, name: str) -> nn.Module:
+    from repadapter.engine.recipe import TrainConfig
+
+    if name in VARIANTS:
+        return VARIANTS[name](model)
+    return method(name).prepare(model, TrainConfig(method=name), 1.0)
 
 
 def saved_activation_bytes(model: nn.Module, loss: Callable[[], torch.Tensor]) -> int:
@@ -49,16 +107,15 @@ def measure_step(spec: str, method_name: str, batch: int, steps: int, device: st
     from timm.data import resolve_data_config
 
     from repadapter.backbones import create
-    from repadapter.engine.recipe import TrainConfig
     from repadapter.engine.trainer import peak_memory
 
     where = torch.device(device)
     torch.manual_seed(0)
     model = create(spec, pretrained=False, num_classes=100)
     size = resolve_data_config({}, model=model)["input_size"]
-    model = method(method_name).prepare(model, TrainConfig(method=method_name), 1.0).to(where).train()
+    model = _prepare(model, method_name).to(where).train()
     trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=1e-3)
+    optimizer = torch.optim.AdamW(trained, lr=1e-3) if trained else None  # the floor trains nothing
     x = torch.randn(batch, *size, device=where)
     y = torch.randint(0, 100, (batch,), device=where)
 
@@ -67,9 +124,11 @@ def measure_step(spec: str, method_name: str, batch: int, steps: int, device: st
             torch.cuda.synchronize(where)
         began = time.perf_counter()
         loss = functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.step()
         if where.type == "cuda":
             torch.cuda.synchronize(where)
         return time.perf_counter() - began
@@ -102,12 +161,16 @@ def run_training_cost(
             raise RuntimeError(f"measuring {name} on {spec} failed:\n{run.stderr[-2000:]}")
         rows[name] = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"{spec} {name}: {rows[name]['step_seconds']['median']:.3f} s/step", flush=True)
-    if "full" in rows:
-        full = rows["full"]
+    for reference in ("full", "floor"):
+        if reference not in rows:
+            continue
+        base = rows[reference]
         for row in rows.values():
-            row["time_vs_full"] = row["step_seconds"]["median"] / full["step_seconds"]["median"]
-            row["memory_vs_full"] = row["peak_memory_bytes"] / full["peak_memory_bytes"]
-            row["activations_vs_full"] = row["saved_activation_bytes"] / full["saved_activation_bytes"]
+            row[f"time_vs_{reference}"] = row["step_seconds"]["median"] / base["step_seconds"]["median"]
+            row[f"memory_vs_{reference}"] = row["peak_memory_bytes"] / base["peak_memory_bytes"]
+            row[f"activations_vs_{reference}"] = (
+                row["saved_activation_bytes"] / base["saved_activation_bytes"]
+            )
     return {
         "model": spec,
         "batch": batch,
@@ -128,6 +191,8 @@ def render_training_cost(result: dict[str, Any]) -> str:
         "memory vs full",
         "saved activations (MiB)",
         "activations vs full",
+        "time vs floor",
+        "activations vs floor",
     ]
     lines = [
         f"{result['model']}, batch {result['batch']}, {result['device']}, {result['threads']} threads, "
@@ -142,10 +207,15 @@ def render_training_cost(result: dict[str, Any]) -> str:
         cells += [f"{row.get('memory_vs_full', float('nan')):.2f}"]
         cells += [f"{row['saved_activation_bytes'] / 2**20:.0f}"]
         cells += [f"{row.get('activations_vs_full', float('nan')):.2f}"]
+        cells += [
+            f"{row.get('time_vs_floor', float('nan')):.2f}",
+            f"{row.get('activations_vs_floor', float('nan')):.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "CPU memory is the process's peak RSS (model, gradients, optimizer state, activations); saved "
-        "activations are the tensors autograd keeps for backward, counted exactly.",
+        "activations are the tensors autograd keeps for backward, counted exactly. The floor: the frozen "
+        "backbone, back-propagated from the loss to the first block's input.",
     ]
     return "\n".join(lines) + "\n"
