@@ -321,6 +321,14 @@ def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Modul
     return model
 
 
+def _injected_submodule(model: nn.Module) -> str | None:
+    """The name of the submodule that was injected (``inject(clip.visual)``), where ``model``
+    itself was not."""
+    if "repadapter_config" in model.__dict__:
+        return None
+    return next((name for name, m in model.named_modules() if "repadapter_config" in m.__dict__), None)
+
+
 def adapter_config(model: nn.Module) -> RepAdapterConfig:
     """The config ``model`` was injected with; an error if it has no adapters."""
     if not _adapted_hosts(model) or "repadapter_config" not in model.__dict__:
@@ -328,6 +336,13 @@ def adapter_config(model: nn.Module) -> RepAdapterConfig:
             raise RepAdapterError(
                 "this model was already merged (its adapters are folded into its weights); "
                 "use repadapter.unmerge(model, adapter_file) to get the adapters back"
+            )
+        part = _injected_submodule(model)
+        if part is not None:
+            raise RepAdapterError(
+                f"the RepAdapters of this model were injected into its submodule {part!r}, not into "
+                f"the model: call this on model.{part}, or inject the whole model (a CLIP model takes "
+                "its adapters in the image tower and freezes the rest)"
             )
         raise RepAdapterError("this model has no RepAdapters; call repadapter.inject(model, config) first")
     return model.__dict__["repadapter_config"]
@@ -341,7 +356,15 @@ def merge(model: nn.Module, inplace: bool = False) -> nn.Module:
 
     The result's ``state_dict()`` loads with ``strict=True`` into a model built without
     adapters, and computes the same function in eval mode. Works on a copy unless ``inplace``.
+    A model whose submodule was injected (``inject(clip.visual)``, then ``merge(clip)``) has
+    that submodule merged.
     """
+    part = _injected_submodule(model) if _adapted_hosts(model) else None
+    if part is not None:
+        if not inplace:
+            model = copy.deepcopy(model)
+        merge(model.get_submodule(part), inplace=True)
+        return model
     config = adapter_config(model)
     for _, host in _adapted_hosts(model):
         site = _site_of(host)
@@ -473,8 +496,11 @@ def _check_file_matches(model: nn.Module, family: Family, sites: list[_Site], fi
     meta, where = file.metadata, file.path
     made_for = f"(it was made for {meta.get('base_model') or 'an unnamed model'})"
     if meta.get("family") != family.name:
+        part = _submodule_of_family(model, str(meta.get("family")))
+        hint = f". It fits this model's submodule {part!r}: pass model.{part}" if part else ""
         raise RepAdapterError(
-            f"{where} is for model family {meta.get('family')!r}, this model is {family.name!r} {made_for}"
+            f"{where} is for model family {meta.get('family')!r}, this model is {family.name!r} "
+            f"{made_for}{hint}"
         )
     ours = {site.path: site.describe() for site in sites}
     theirs = meta["sites"]
@@ -513,6 +539,17 @@ def _check_file_matches(model: nn.Module, family: Family, sites: list[_Site], fi
                 f"{where}: {name} has shape {tuple(tensor.shape)} in the file but "
                 f"{tuple(state[name].shape)} in this model {made_for}.{hint}"
             )
+
+
+def _submodule_of_family(model: nn.Module, name: str) -> str | None:
+    """The first submodule of ``model`` in the family called ``name`` (a CLIP model's image tower)."""
+    for path, module in model.named_modules():
+        try:
+            if path and family_of(module).name == name:
+                return path
+        except RepAdapterError:
+            continue
+    return None
 
 
 def _load_tensors(model: nn.Module, file: AdapterFile, adapters_only: bool) -> None:
