@@ -321,12 +321,12 @@ def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Modul
     return model
 
 
-def _injected_submodule(model: nn.Module) -> str | None:
-    """The name of the submodule that was injected (``inject(clip.visual)``), where ``model``
+def _injected_submodules(model: nn.Module) -> list[str]:
+    """The names of the submodules that were injected (``inject(clip.visual)``), where ``model``
     itself was not."""
     if "repadapter_config" in model.__dict__:
-        return None
-    return next((name for name, m in model.named_modules() if "repadapter_config" in m.__dict__), None)
+        return []
+    return [name for name, m in model.named_modules() if "repadapter_config" in m.__dict__]
 
 
 def adapter_config(model: nn.Module) -> RepAdapterConfig:
@@ -337,12 +337,12 @@ def adapter_config(model: nn.Module) -> RepAdapterConfig:
                 "this model was already merged (its adapters are folded into its weights); "
                 "use repadapter.unmerge(model, adapter_file) to get the adapters back"
             )
-        part = _injected_submodule(model)
-        if part is not None:
+        parts = _injected_submodules(model)
+        if parts:
             raise RepAdapterError(
-                f"the RepAdapters of this model were injected into its submodule {part!r}, not into "
-                f"the model: call this on model.{part}, or inject the whole model (a CLIP model takes "
-                "its adapters in the image tower and freezes the rest)"
+                f"the RepAdapters of this model were injected into its submodule {parts[0]!r}, not into "
+                f"the model: call this on model.{parts[0]}, or inject the whole model (a CLIP model "
+                "takes its adapters in the image tower and freezes the rest)"
             )
         raise RepAdapterError("this model has no RepAdapters; call repadapter.inject(model, config) first")
     return model.__dict__["repadapter_config"]
@@ -351,26 +351,35 @@ def adapter_config(model: nn.Module) -> RepAdapterConfig:
 # --- merge and unmerge ------------------------------------------------------------------------
 
 
+def _check_mergeable(model: nn.Module) -> None:
+    """Refuse, before anything changes, adapters that cannot fold or whose shift cannot go
+    through ``M^-1`` into a norm."""
+    for _, host in _adapted_hosts(model):
+        site = _site_of(host)
+        _check_foldable(site)
+        if site.bias_sink is not None:
+            _adapter(host).affine().check_invertible(site.path)
+
+
 def merge(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Fold every adapter into the layers after it; returns the vanilla architecture.
 
     The result's ``state_dict()`` loads with ``strict=True`` into a model built without
     adapters, and computes the same function in eval mode. Works on a copy unless ``inplace``.
-    A model whose submodule was injected (``inject(clip.visual)``, then ``merge(clip)``) has
-    that submodule merged.
+    A model whose submodules were injected (``inject(clip.visual)``, then ``merge(clip)``) has
+    those submodules merged.
     """
-    part = _injected_submodule(model) if _adapted_hosts(model) else None
-    if part is not None:
+    parts = _injected_submodules(model) if _adapted_hosts(model) else []
+    for part in parts:
+        _check_mergeable(model.get_submodule(part))
+    if parts:
         if not inplace:
             model = copy.deepcopy(model)
-        merge(model.get_submodule(part), inplace=True)
+        for part in parts:
+            merge(model.get_submodule(part), inplace=True)
         return model
     config = adapter_config(model)
-    for _, host in _adapted_hosts(model):
-        site = _site_of(host)
-        _check_foldable(site)
-        if site.bias_sink is not None:  # its shift goes through M^-1: fail before changing anything
-            _adapter(host).affine().check_invertible(site.path)
+    _check_mergeable(model)
     if not inplace:
         model = copy.deepcopy(model)
     for _, host in _adapted_hosts(model):
