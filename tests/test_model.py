@@ -4,6 +4,7 @@ import copy
 import pickle
 
 import pytest
+import timm
 import torch
 from timm.utils import reparameterize_model
 from torch import nn
@@ -167,6 +168,27 @@ def test_misuse_gets_clear_errors(tmp_path):
     path = ra.save_adapter(model, tmp_path / "a.safetensors")
     with pytest.raises(ra.RepAdapterError, match="still has RepAdapters"):
         ra.unmerge(model, path)
+
+
+def test_merge_of_a_model_whose_submodules_were_injected_merges_each_of_them(tmp_path):
+    """``inject(clip.visual)`` then ``merge(clip)``, on two timm ViTs in one container."""
+    pair = nn.ModuleDict()
+    for key, seed in (("a", 1), ("b", 2)):
+        tower = ra.inject(build_vit("vit_tiny", seed=seed, depth=2, img_size=32))
+        pair[key] = ra.perturb_adapters(tower, seed=seed)
+    x = input_for(pair["a"])
+    merged = ra.merge(pair)
+    assert not ra.has_adapters(merged) and ra.has_adapters(pair)  # a merged copy
+    with torch.no_grad():
+        assert max(max_diff(merged[k](x), pair[k](x)) for k in pair) <= TOL
+    with pytest.raises(ra.RepAdapterError, match="injected into its submodule 'a'.*call this on model.a"):
+        ra.save_adapter(pair, tmp_path / "x.safetensors")
+
+    convnext = timm.create_model("convnext_atto", depths=(1, 1, 1, 1), num_classes=3)
+    pair["b"] = ra.inject(convnext, ra.RepAdapterConfig(placement="dwconv"))
+    with pytest.raises(ra.RepAdapterError, match="cannot merge the adapter at stages.0"):
+        ra.merge(pair, inplace=True)
+    assert ra.has_adapters(pair["a"])  # refused before anything was folded
 
 
 def test_unmerge_refuses_a_model_that_was_not_merged_from_the_file(tmp_path):

@@ -322,6 +322,14 @@ def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Modul
     return model
 
 
+def _injected_submodules(model: nn.Module) -> list[str]:
+    """The names of the submodules that were injected (``inject(clip.visual)``), where ``model``
+    itself was not."""
+    if "repadapter_config" in model.__dict__:
+        return []
+    return [name for name, m in model.named_modules() if "repadapter_config" in m.__dict__]
+
+
 def adapter_config(model: nn.Module) -> RepAdapterConfig:
     """The config ``model`` was injected with; an error if it has no adapters."""
     if not _adapted_hosts(model) or "repadapter_config" not in model.__dict__:
@@ -330,6 +338,13 @@ def adapter_config(model: nn.Module) -> RepAdapterConfig:
                 "this model was already merged (its adapters are folded into its weights); "
                 "use repadapter.unmerge(model, adapter_file) to get the adapters back"
             )
+        parts = _injected_submodules(model)
+        if parts:
+            raise RepAdapterError(
+                f"the RepAdapters of this model were injected into its submodule {parts[0]!r}, not into "
+                f"the model: call this on model.{parts[0]}, or inject the whole model (a CLIP model "
+                "takes its adapters in the image tower and freezes the rest)"
+            )
         raise RepAdapterError("this model has no RepAdapters; call repadapter.inject(model, config) first")
     return model.__dict__["repadapter_config"]
 
@@ -337,18 +352,35 @@ def adapter_config(model: nn.Module) -> RepAdapterConfig:
 # --- merge and unmerge ------------------------------------------------------------------------
 
 
+def _check_mergeable(model: nn.Module) -> None:
+    """Refuse, before anything changes, adapters that cannot fold or whose shift cannot go
+    through ``M^-1`` into a norm."""
+    for _, host in _adapted_hosts(model):
+        site = _site_of(host)
+        _check_foldable(site)
+        if site.bias_sink is not None:
+            _adapter(host).affine().check_invertible(site.path)
+
+
 def merge(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Fold every adapter into the layers after it; returns the vanilla architecture.
 
     The result's ``state_dict()`` loads with ``strict=True`` into a model built without
     adapters, and computes the same function in eval mode. Works on a copy unless ``inplace``.
+    A model whose submodules were injected (``inject(clip.visual)``, then ``merge(clip)``) has
+    those submodules merged.
     """
+    parts = _injected_submodules(model) if _adapted_hosts(model) else []
+    for part in parts:
+        _check_mergeable(model.get_submodule(part))
+    if parts:
+        if not inplace:
+            model = copy.deepcopy(model)
+        for part in parts:
+            merge(model.get_submodule(part), inplace=True)
+        return model
     config = adapter_config(model)
-    for _, host in _adapted_hosts(model):
-        site = _site_of(host)
-        _check_foldable(site)
-        if site.bias_sink is not None:  # its shift goes through M^-1: fail before changing anything
-            _adapter(host).affine().check_invertible(site.path)
+    _check_mergeable(model)
     if not inplace:
         model = copy.deepcopy(model)
     for _, host in _adapted_hosts(model):
@@ -489,9 +521,14 @@ def check_family(model: nn.Module, family: Family, file: AdapterFile) -> None:
     made_for = meta.get("base_model") or "a model it does not name"
     wanted = f"{theirs!r}" + (f" with a {their_backbone!r} backbone" if their_backbone else "")
     ours = f"{name!r}" + (f" with a {backbone!r} backbone" if backbone else "")
+    part = _submodule_of_family(model, str(theirs))
+    fix = (
+        f"it fits this model's submodule {part!r}: pass model.{part}"
+        if part
+        else (f"load it into a model of that family, e.g. {made_for}")
+    )
     raise RepAdapterError(
-        f"{file.path} is for model family {wanted} (made for {made_for}), but this model is {ours}; "
-        f"load it into a model of that family, e.g. {made_for}"
+        f"{file.path} is for model family {wanted} (made for {made_for}), but this model is {ours}; {fix}"
     )
 
 
@@ -537,6 +574,17 @@ def _check_file_matches(model: nn.Module, family: Family, sites: list[_Site], fi
                 f"{where}: {name} has shape {tuple(tensor.shape)} in the file but "
                 f"{tuple(state[name].shape)} in this model {made_for}.{hint}"
             )
+
+
+def _submodule_of_family(model: nn.Module, name: str) -> str | None:
+    """The first submodule of ``model`` in the family called ``name`` (a CLIP model's image tower)."""
+    for path, module in model.named_modules():
+        try:
+            if path and family_of(module).name == name:
+                return path
+        except RepAdapterError:
+            continue
+    return None
 
 
 def _load_tensors(model: nn.Module, file: AdapterFile, adapters_only: bool) -> None:

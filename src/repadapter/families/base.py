@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -85,6 +85,26 @@ def family_of(model: nn.Module) -> Family:
 def is_instance_of(model: nn.Module, qualified_name: str) -> bool:
     """``isinstance`` by the class's ``module.QualName``, so an optional library need not be imported."""
     return any(f"{cls.__module__}.{cls.__qualname__}" == qualified_name for cls in type(model).__mro__)
+
+
+def tower_sites(
+    model: nn.Module, tower: str, sites: Callable[[nn.Module, str], list[SiteSpec]], placement: str
+) -> list[SiteSpec]:
+    """The ``sites`` of ``model``'s submodule ``tower`` (e.g. a CLIP model's image tower), with
+    their paths taken from ``model``."""
+
+    def under(path: str | None) -> str | None:
+        return f"{tower}.{path}" if path else None
+
+    return [
+        replace(
+            spec,
+            host=f"{tower}.{spec.host}",
+            bias_sink=under(spec.bias_sink),
+            batch_norms=tuple(under(norm) for norm in spec.batch_norms),
+        )
+        for spec in sites(model.get_submodule(tower), placement)
+    ]
 
 
 def timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

@@ -6,6 +6,10 @@ adapter transforms that one tensor, passed as query, key and value, and folds in
 ``in_proj_weight`` / ``in_proj_bias``. For ``"block"`` one more goes on the input of the MLP's
 ``c_fc`` (inside it: the MLP is an ``nn.Sequential``, which would run a child adapter last).
 The embedding projection ``proj`` is not a classifier: it stays frozen.
+
+A whole open_clip model (`open_clip.model.CLIP`, `CustomTextCLIP`) is a family of its own:
+its adapters go into the image tower ``visual`` at the same sites, and everything else (the
+text tower, ``logit_scale``, both projections) stays frozen.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from typing import cast
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families.base import Family, SiteSpec, is_instance_of, register_family
+from repadapter.families.base import Family, SiteSpec, is_instance_of, register_family, tower_sites
 
 _TOWER = "open_clip.transformer.VisionTransformer"
 _BLOCK = "open_clip.transformer.ResidualAttentionBlock"
+_MODELS = ("open_clip.model.CLIP", "open_clip.model.CustomTextCLIP")
 
 
 def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
@@ -48,6 +53,28 @@ OPEN_CLIP_VIT = register_family(
         description="open_clip image towers (open_clip.create_model(...).visual, ViT)",
         matches=lambda model: is_instance_of(model, _TOWER),
         sites=_sites,
+        head_prefixes=lambda model: (),
+    )
+)
+
+
+def _model_sites(model: nn.Module, placement: str) -> list[SiteSpec]:
+    tower = model.get_submodule("visual")
+    if not is_instance_of(tower, _TOWER):
+        raise RepAdapterError(
+            f"the image tower (visual) of this {type(model).__name__} is a {type(tower).__qualname__}; "
+            f"repadapter adapts open_clip ViT image towers ({_TOWER}) only"
+        )
+    return tower_sites(model, "visual", _sites, placement)
+
+
+OPEN_CLIP_MODEL = register_family(
+    Family(
+        name="open_clip",
+        description="open_clip CLIP and CustomTextCLIP models (adapters in the ViT image tower, "
+        "the rest frozen)",
+        matches=lambda model: any(is_instance_of(model, name) for name in _MODELS),
+        sites=_model_sites,
         head_prefixes=lambda model: (),
     )
 )
