@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from repadapter.engine.distributed import DistContext
     from repadapter.engine.recipe import TrainConfig
+    from repadapter.files import AdapterFile
 
 T = TypeVar("T")
 
@@ -400,7 +402,6 @@ def _eval(args: argparse.Namespace) -> None:
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
     from repadapter.files import read_adapter_file
-    from repadapter.model import load_adapter
     from repadapter.tasks import task_kind
     from repadapter.tasks.segmentation import match_trained_head
 
@@ -420,11 +421,10 @@ def _eval(args: argparse.Namespace) -> None:
     )
     kind = task_kind(cfg.task)
     ctx = distributed.setup(cfg.device)
-    model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
-        file = read_adapter_file(args.adapter)
-        model = load_adapter(match_trained_head(model, file.tensors), file)
+        model = _adapted_base(cfg, read_adapter_file(args.adapter), task.num_classes)
     else:
+        model = kind.build_model(cfg, task.num_classes)
         try:
             weights = load_file(args.weights)
             model = match_trained_head(model, weights)
@@ -454,9 +454,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
     the kind of task it is for (from the adapter's family)."""
     from repadapter.engine.recipe import resolve_config
     from repadapter.files import read_adapter_file
-    from repadapter.model import load_adapter, merge
-    from repadapter.tasks import task_kind
-    from repadapter.tasks.segmentation import match_trained_head
+    from repadapter.model import merge
 
     adapter = read_adapter_file(args.adapter)
     num_classes = adapter.metadata.get("num_classes")
@@ -473,8 +471,42 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
         img_size=args.img_size,
         drop_path=0.0,
     )
-    base = match_trained_head(task_kind(kind).build_model(cfg, num_classes), adapter.tensors)
-    return merge(load_adapter(base, adapter), inplace=True), num_classes, kind
+    return merge(_adapted_base(cfg, adapter, num_classes), inplace=True), num_classes, kind
+
+
+def _adapted_base(cfg: TrainConfig, adapter: AdapterFile, num_classes: int) -> nn.Module:
+    """The base model ``cfg`` describes with ``adapter`` loaded, built as training built it (the
+    seed the file records first) and checked to be the backbone the file was trained on."""
+    from repadapter.engine.trainer import seed_everything
+    from repadapter.model import backbone_fingerprint, load_adapter
+    from repadapter.tasks import task_kind
+    from repadapter.tasks.segmentation import match_trained_head
+
+    record = adapter.metadata.get("backbone")
+    if isinstance(record, dict) and isinstance(record.get("seed"), int):
+        seed_everything(record["seed"])
+    base = match_trained_head(task_kind(cfg.task).build_model(cfg, num_classes), adapter.tensors)
+    model = load_adapter(base, adapter)
+    if not isinstance(record, dict):
+        print(
+            f"note: {adapter.path} does not record the backbone it was trained on (an older file, or "
+            "one from save_adapter); it is applied, unchecked, to the backbone these flags build",
+            file=sys.stderr,
+        )
+    elif backbone_fingerprint(model) != record.get("sha256"):
+        size = f" --img-size {record['img_size']}" if record.get("img_size") else ""
+        source = (
+            f"--checkpoint {record['checkpoint']} (that very file)"
+            if record.get("checkpoint")
+            else "--pretrained"
+            if record.get("pretrained")
+            else f"--no-pretrained (a random init, seed {record.get('seed')}, as this torch and timm draw it)"
+        )
+        raise RepAdapterError(
+            f"{adapter.path} was trained on another backbone than the one these flags build; rebuild "
+            f"it with --model {record.get('model')}{size} {source}"
+        )
+    return model
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -492,11 +524,35 @@ def _merge(args: argparse.Namespace) -> None:
     size = f" --img-size {args.img_size}" if args.img_size else ""
     print(f"  evaluate it with: repadapter eval --model {args.model}{size} --weights {args.out} --data ...")
     if kind == "classification":
-        size = f", img_size={args.img_size}" if args.img_size else ""
-        print(
-            f'  or load it with timm.create_model("{args.model}", num_classes={num_classes}{size}, '
-            f'pretrained=True, pretrained_cfg_overlay=dict(file="{args.out}"))'
-        )
+        print("  or load every tensor of it (the trained head too) in Python:")
+        for line in _load_snippet(deployed, args.model, num_classes, args.img_size, args.out):
+            print(f"    {line}")
+
+
+def _load_snippet(
+    model: nn.Module, name: str, num_classes: int, img_size: int | None, file: str
+) -> list[str]:
+    """Python lines that build ``name``'s vanilla architecture with ``num_classes`` classes (at
+    ``img_size`` where the architecture takes one) and load all of ``file`` into it, strictly.
+    Not timm's pretrained path: that drops a classifier whose size is not the default one."""
+    import inspect
+
+    import timm
+
+    from repadapter.backbones import PACKAGED
+
+    arch = PACKAGED[name].architecture if name in PACKAGED else name
+    lines = ["import safetensors.torch, timm"]
+    if timm.models.model_entrypoint(arch.split(".")[0]).__module__.startswith("repadapter."):
+        lines.append(f"import repadapter  # registers {arch.split('.')[0]} with timm")
+    takes_size = "img_size" in inspect.signature(type(model)).parameters
+    size = f", img_size={img_size}" if img_size and takes_size else ""
+    return [
+        *lines,
+        f"model = timm.create_model({arch!r}, num_classes={num_classes}{size})",
+        f"model.load_state_dict(safetensors.torch.load_file({str(file)!r}), strict=True)",
+        "model.eval()",
+    ]
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -606,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(train)
     train.add_argument("--out", help="run folder (default: runs/<task>)")
     _add_run_flags(train, resume_help="continue the run in --out where it stopped")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train, reads=("data", "checkpoint", "config"), writes=("out",))
 
     vtab = commands.add_parser(
         "vtab",
@@ -619,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     vtab.add_argument("--tasks", nargs="+", help="a subset of tasks (default: all found)")
     vtab.add_argument("--out", default="runs/vtab", help="output folder (default: %(default)s)")
     _add_run_flags(vtab, resume_help="continue: finished tasks are kept, others resume")
-    vtab.set_defaults(func=_vtab)
+    vtab.set_defaults(func=_vtab, reads=("root", "checkpoint", "config"), writes=("out",))
 
     evaluate = commands.add_parser(
         "eval", help="scores (accuracy; mIoU and pixel accuracy) of an adapter file or merged checkpoint"
@@ -650,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_flags(merge_cmd)
     merge_cmd.add_argument("--adapter", required=True, help="adapter file (from train or save_adapter)")
     merge_cmd.add_argument("--out", required=True, help="output .safetensors file")
-    merge_cmd.set_defaults(func=_merge)
+    merge_cmd.set_defaults(func=_merge, reads=("adapter", "checkpoint"), writes=("out",))
 
     export = commands.add_parser(
         "export", help="merge an adapter into its base model and export it to ONNX and/or TorchScript"
@@ -663,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--json", help="also write the measured differences, with provenance, to this JSON file"
     )
-    export.set_defaults(func=_export)
+    export.set_defaults(func=_export, reads=("adapter", "checkpoint"), writes=("onnx", "torchscript", "json"))
 
     switch = commands.add_parser(
         "switch-time",
@@ -693,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
         },
     )
     demo.add_argument("--json", help="also write the measurements, with provenance, to this JSON file")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_demo, reads=("data_root",), writes=("json",))
 
     data = commands.add_parser("data", help="build data sets").add_subparsers(
         dest="data_command", required=True
@@ -748,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--lr", type=float, help="override the suite recipe's learning rate")
     accuracy.add_argument("--config", help="YAML recipe (over the suite's; flags win)")
     accuracy.add_argument("--quiet", action="store_true", help="no progress bars")
-    accuracy.set_defaults(func=_bench_accuracy)
+    accuracy.set_defaults(func=_bench_accuracy, reads=("root", "config"), writes=("out",))
 
     methods = bench.add_parser(
         "methods",
@@ -764,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--out", required=True, help="results folder")
     methods.add_argument("--runs", required=True, help="folder for the runs (kept, so a rerun resumes)")
     methods.add_argument("--quiet", action="store_true", help="no progress bars")
-    methods.set_defaults(func=_bench_methods)
+    methods.set_defaults(func=_bench_methods, reads=("data", "checkpoint", "config"), writes=("out", "runs"))
 
     latency = bench.add_parser(
         "latency",
@@ -823,7 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
     probe.add_argument("--out", required=True, help="results folder")
-    probe.set_defaults(func=_bench_probe)
+    probe.set_defaults(func=_bench_probe, reads=("root", "checkpoint"), writes=("out",))
 
     pretrain_cmd = commands.add_parser(
         "pretrain",
@@ -882,9 +938,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_paths(args: argparse.Namespace, names: Sequence[str]) -> list[tuple[str, Path]]:
+    """``(--flag, path)`` for each path the flags ``names`` of ``args`` give: a data spec's path
+    after its ``kind:``, a ``LABEL=FILE``'s file, every item of a list."""
+    found = []
+    for name in names:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if not item:
+                continue
+            text = str(item)
+            if name == "data":
+                text = text.partition(":")[2]
+            elif name == "checkpoint" and isinstance(value, list):
+                text = text.partition("=")[2]
+            if text:
+                found.append(("--" + name.replace("_", "-"), Path(text)))
+    return found
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """``inner`` lies in the folder ``outer`` (after resolving links and relative parts)."""
+    return inner.resolve().is_relative_to(outer.resolve()) and not _same_place(inner, outer)
+
+
+def refuse_in_place(args: argparse.Namespace) -> None:
+    """Refuse, before anything is read or written, an output of the command that is one of its
+    inputs (the same file after resolving links and relative parts), that lies in an input
+    folder or holds an input, or that is another output of the same command. Each subcommand
+    names its path flags with ``set_defaults(reads=..., writes=...)``."""
+    reads = _flag_paths(args, getattr(args, "reads", ()))
+    writes = _flag_paths(args, getattr(args, "writes", ()))
+    for out_flag, out in writes:
+        for in_flag, given in reads:
+            if _same_place(out, given):
+                raise RepAdapterError(
+                    f"{out_flag} {out} is the {in_flag} input itself; writing it would destroy the input. "
+                    f"Give {out_flag} another path"
+                )
+    for i, (out_flag, out) in enumerate(writes):
+        for in_flag, given in reads:
+            if _inside(out, given) or _inside(given, out):
+                outer, inner = (given, out) if _inside(out, given) else (out, given)
+                raise RepAdapterError(
+                    f"{out_flag} {out} and the {in_flag} input {given} overlap ({inner} lies in {outer}); "
+                    f"give {out_flag} a path outside the command's inputs"
+                )
+        for other_flag, other in writes[i + 1 :]:
+            if _same_place(out, other):
+                raise RepAdapterError(
+                    f"{out_flag} and {other_flag} are the same file {out}; give each output its own path"
+                )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        refuse_in_place(args)
         args.func(args)
     except (RepAdapterError, ValueError) as err:
         print(f"repadapter: error: {err}", file=sys.stderr)

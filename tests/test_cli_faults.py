@@ -1,0 +1,128 @@
+"""Faults and bad input at the command line, driven as a user drives it: `repadapter` in a
+subprocess. Each case checks the exit code, a short message without a traceback, and the disk
+afterwards: nothing lost, nothing half-written, nothing left in the way of the next command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import TINY_CLI_FLAGS, make_vtab_task
+
+TINY = ["--model", "vit_tiny_patch16_224", "--img-size", "32"]
+
+
+def cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "repadapter.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def refused(run: subprocess.CompletedProcess[str], *phrases: str) -> str:
+    """The one- or two-line message of a refused command, checked to name ``phrases``."""
+    message = run.stderr.strip()
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr and 1 <= len(message.splitlines()) <= 2, run.stderr
+    assert message.startswith("repadapter: error: "), message
+    for phrase in phrases:
+        assert phrase in message, message
+    return message
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes (temporary files included, so leftovers show)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def adapter_file(tmp_path_factory) -> Path:
+    """A real adapter file (random non-zero adapters on a random 32-pixel ViT-Tiny, 4 classes)."""
+    import timm
+
+    import repadapter as ra
+
+    folder = tmp_path_factory.mktemp("adapter")
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=4)
+    ra.save_adapter(ra.perturb_adapters(ra.inject(model)), folder / "adapter.safetensors")
+    return folder / "adapter.safetensors"
+
+
+# --- an output that is an input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "symlink"])
+def test_merge_onto_its_own_adapter_is_refused_and_the_adapter_kept(tmp_path, adapter_file, spelling):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.safetensors").write_bytes(adapter_file.read_bytes())
+    out = {"same": "a.safetensors", "relative": "../work/./a.safetensors", "symlink": "link.safetensors"}
+    if spelling == "symlink":
+        (work / "link.safetensors").symlink_to("a.safetensors")
+    before = snapshot(work)
+    run = cli(
+        "merge", *TINY, "--no-pretrained", "--adapter", "a.safetensors", "--out", out[spelling], cwd=work
+    )
+    refused(run, "is the --adapter input itself", "Give --out another path")
+    assert snapshot(work) == before  # the adapter intact, no temporary file beside it
+
+
+def test_export_and_train_outputs_that_are_inputs_are_refused(tmp_path, adapter_file):
+    make_vtab_task(tmp_path, "dtd", train=4, val=2, test=2)
+    before = snapshot(tmp_path)
+    kept = adapter_file.read_bytes()
+    run = cli("export", *TINY, "--adapter", adapter_file, "--onnx", adapter_file)
+    refused(run, "--onnx", "is the --adapter input itself")
+    run = cli(
+        "export", *TINY, "--adapter", adapter_file, "--onnx", tmp_path / "m", "--torchscript", tmp_path / "m"
+    )
+    refused(run, "--onnx and --torchscript are the same file")
+    run = cli(
+        "train", "--data", f"vtab:{tmp_path / 'dtd'}", *TINY_CLI_FLAGS, "--out", tmp_path / "dtd", "--resume"
+    )
+    refused(run, "--out", "is the --data input itself")
+    run = cli(
+        "train", "--data", f"vtab:{tmp_path / 'dtd'}", *TINY_CLI_FLAGS, "--out", tmp_path / "dtd" / "run"
+    )
+    refused(run, "overlap", "give --out a path outside the command's inputs")
+    run = cli(
+        "train",
+        "--data",
+        f"vtab:{tmp_path / 'dtd'}",
+        *TINY_CLI_FLAGS,
+        "--checkpoint",
+        adapter_file,
+        "--out",
+        adapter_file,
+    )
+    refused(run, "is the --checkpoint input itself")
+    assert snapshot(tmp_path) == before and adapter_file.read_bytes() == kept
+
+
+# --- numbers that make no sense ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "phrase"),
+    [
+        (["--scale", "0"], "scale must be 'auto', 'paper' or a number above 0"),
+        (["--scale", "inf"], "scale must be 'auto', 'paper' or a number above 0"),
+        (["--dim", "8", "--groups", "3"], "dim=8 is not divisible by groups=3"),
+    ],
+)
+def test_senseless_numbers_are_refused_before_a_run_folder_exists(tmp_path, flags, phrase):
+    make_vtab_task(tmp_path, "dtd", train=4, val=2, test=2)
+    run = cli(
+        "train", "--data", f"vtab:{tmp_path / 'dtd'}", *TINY_CLI_FLAGS, *flags, "--out", tmp_path / "run"
+    )
+    refused(run, phrase)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_scale_of_zero_is_refused_by_the_exactness_check():
+    refused(
+        cli("verify", "--models", "vit_tiny_patch16_224:depth=1", "--scales", "0"),
+        "scale must be a finite number above 0",
+    )
