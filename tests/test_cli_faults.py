@@ -126,3 +126,71 @@ def test_a_scale_of_zero_is_refused_by_the_exactness_check():
         cli("verify", "--models", "vit_tiny_patch16_224:depth=1", "--scales", "0"),
         "scale must be a finite number above 0",
     )
+
+
+# --- files that are not what they claim, weights that are not there ------------------------------
+
+
+def _bad_file(path: Path, kind: str, good: Path) -> Path:
+    if kind == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "random":
+        path.write_bytes(os.urandom(4096))
+    else:  # a pickle that would run a command if unpickled
+        import pickle
+
+        class Payload:
+            def __reduce__(self):
+                return (os.system, (f"touch {path.parent / 'PWNED'}",))
+
+        path.write_bytes(pickle.dumps(Payload()))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "pickle"])
+def test_eval_weights_that_are_not_safetensors_are_named(tmp_path, adapter_file, kind):
+    make_vtab_task(tmp_path, "dtd", train=4, val=2, test=2)
+    weights = _bad_file(tmp_path / "merged.safetensors", kind, adapter_file)
+    run = cli("eval", *TINY, "--no-pretrained", "--data", f"vtab:{tmp_path / 'dtd'}", "--weights", weights)
+    refused(run, f"merged checkpoint (--weights) {weights} is not a readable safetensors file")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_pickle_named_safetensors_as_base_checkpoint_is_named(tmp_path, adapter_file):
+    checkpoint = _bad_file(tmp_path / "base.safetensors", "pickle", adapter_file)
+    out = tmp_path / "m.safetensors"
+    run = cli("merge", *TINY, "--checkpoint", checkpoint, "--adapter", adapter_file, "--out", out)
+    refused(run, f"base checkpoint {checkpoint} is not a readable safetensors file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.safetensors"]  # no output, no temp file
+
+
+def test_pretrained_weights_without_a_network_fail_at_once_and_say_what_to_pass(tmp_path, adapter_file):
+    """An empty cache and a hub that refuses connections (as with no network): a short message,
+    not a download library's retries and traceback."""
+    import time
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    command = [sys.executable, "-m", "repadapter.cli", "merge", *TINY, "--adapter", str(adapter_file)]
+    began = time.monotonic()
+    run = subprocess.run(
+        [*command, "--out", str(tmp_path / "m.safetensors")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    refused(
+        run, "pretrained weights of vit_tiny_patch16_224 are not in the local cache", "127.0.0.1 cannot be"
+    )
+    refused(run, "--checkpoint FILE", "--no-pretrained")
+    assert time.monotonic() - began < 120  # the interpreter's start-up on a busy machine; no retries
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_library_warning_is_one_line_of_note():
+    run = cli("params", "--model", "resnet18")
+    assert run.returncode == 0 and "placement=block" in run.stdout
+    assert run.stderr.startswith("repadapter: note: 16 adapter site(s)") and len(run.stderr.splitlines()) == 1
+    assert "UserWarning" not in run.stderr and "inject(" not in run.stderr

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -395,13 +396,12 @@ def _vtab(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import load_file
 
     from repadapter.data import data_task, load_task
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
-    from repadapter.files import read_adapter_file
+    from repadapter.files import read_adapter_file, read_weights
     from repadapter.tasks import task_kind
     from repadapter.tasks.segmentation import match_trained_head
 
@@ -424,14 +424,16 @@ def _eval(args: argparse.Namespace) -> None:
     if args.adapter is not None:
         model = _adapted_base(cfg, read_adapter_file(args.adapter), task.num_classes)
     else:
+        weights = read_weights(args.weights, "merged checkpoint (--weights)")
         model = kind.build_model(cfg, task.num_classes)
         try:
-            weights = load_file(args.weights)
             model = match_trained_head(model, weights)
             model.load_state_dict(weights, strict=True)
         except (RuntimeError, OSError) as err:
+            said = " ".join(str(err).split())
             raise RepAdapterError(
-                f"{args.weights} does not fit {args.model} with {task.num_classes} classes: {err}"
+                f"{args.weights} does not fit {args.model} with {task.num_classes} classes: "
+                f"{said[:300]}{'...' if len(said) > 300 else ''}"
             ) from err
     model.to(ctx.device).eval()
     prep = kind.preprocessing(model, args.normalization)
@@ -997,14 +999,21 @@ def refuse_in_place(args: argparse.Namespace) -> None:
                 )
 
 
+def _note(message: Warning | str, *_: object, **__: object) -> None:
+    """A warning as one line, without the source line Python shows under it."""
+    print(f"repadapter: note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        refuse_in_place(args)
-        args.func(args)
-    except (RepAdapterError, ValueError) as err:
-        print(f"repadapter: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _note
+        try:
+            refuse_in_place(args)
+            args.func(args)
+        except (RepAdapterError, ValueError) as err:
+            print(f"repadapter: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

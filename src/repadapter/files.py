@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
@@ -122,3 +122,19 @@ def read_adapter_file(path: str | os.PathLike[str]) -> AdapterFile:
     if missing:
         raise RepAdapterError(f"{path} lacks adapter tensors it describes: {missing[:4]}")
     return AdapterFile(config=config, metadata=metadata, tensors=tensors, path=path)
+
+
+def read_weights(path: str | os.PathLike[str], what: str) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path`` (``what`` says what it should be, for the
+    messages); reading it runs no code, and a missing, truncated, random or pickle file is a
+    `RepAdapterError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RepAdapterError(f"{what} {path} does not exist (or is not a file)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise RepAdapterError(
+            f"{what} {path} is not a readable safetensors file: it is truncated, corrupted or in "
+            f"another format ({err})"
+        ) from err
