@@ -148,12 +148,15 @@ def _bad_file(path: Path, kind: str, good: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["truncated", "random", "pickle"])
+@pytest.mark.parametrize("kind", ["truncated", "random", "pickle", "missing"])
 def test_eval_weights_that_are_not_safetensors_are_named(tmp_path, adapter_file, kind):
     make_vtab_task(tmp_path, "dtd", train=4, val=2, test=2)
-    weights = _bad_file(tmp_path / "merged.safetensors", kind, adapter_file)
+    weights = tmp_path / "merged.safetensors"
+    if kind != "missing":
+        _bad_file(weights, kind, adapter_file)
     run = cli("eval", *TINY, "--no-pretrained", "--data", f"vtab:{tmp_path / 'dtd'}", "--weights", weights)
-    refused(run, f"merged checkpoint (--weights) {weights} is not a readable safetensors file")
+    problem = "does not exist" if kind == "missing" else "is not a readable safetensors file"
+    refused(run, f"merged checkpoint (--weights) {weights} {problem}")
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -194,3 +197,43 @@ def test_a_library_warning_is_one_line_of_note():
     assert run.returncode == 0 and "placement=block" in run.stdout
     assert run.stderr.startswith("repadapter: note: 16 adapter site(s)") and len(run.stderr.splitlines()) == 1
     assert "UserWarning" not in run.stderr and "inject(" not in run.stderr
+
+
+# --- silent wrong answers, now refused ----------------------------------------------------------
+
+
+def test_an_adapter_on_another_backbone_than_it_was_trained_on_is_refused(tmp_path):
+    """The file says: random init, seed 3. The model it was saved from is not that init, so the
+    backbone --no-pretrained rebuilds is another one: merging would deploy a wrong model."""
+    import timm
+
+    import repadapter as ra
+
+    model = ra.perturb_adapters(
+        ra.inject(timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=4))
+    )
+    record = {
+        "model": "vit_tiny_patch16_224",
+        "img_size": 32,
+        "pretrained": False,
+        "checkpoint": None,
+        "seed": 3,
+    }
+    adapter = ra.save_adapter(model, tmp_path / "a.safetensors", backbone=record)
+    run = cli("merge", *TINY, "--no-pretrained", "--adapter", adapter, "--out", tmp_path / "m.safetensors")
+    refused(
+        run,
+        "was trained on another backbone than the one these flags build",
+        "--no-pretrained (a random init, seed 3",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
+
+
+def test_a_csv_label_of_minus_one_is_named_with_file_and_line(tmp_path):
+    from tests.fixtures import make_csv_folder
+
+    root = make_csv_folder(tmp_path / "data", labels=("0", "1"), per_class=2)
+    (root / "test.csv").write_text((root / "test.csv").read_text() + "img/test_0_0.png,-1\n")
+    run = cli("train", "--data", f"csv:{root}", *TINY_CLI_FLAGS, "--out", tmp_path / "run")
+    refused(run, f"{root / 'test.csv'}:6: label -1 is not a class id")
+    assert not (tmp_path / "run").exists()

@@ -970,7 +970,7 @@ def _inside(inner: Path, outer: Path) -> bool:
     return inner.resolve().is_relative_to(outer.resolve()) and not _same_place(inner, outer)
 
 
-def refuse_in_place(args: argparse.Namespace) -> None:
+def _refuse_in_place(args: argparse.Namespace) -> None:
     """Refuse, before anything is read or written, an output of the command that is one of its
     inputs (the same file after resolving links and relative parts), that lies in an input
     folder or holds an input, or that is another output of the same command. Each subcommand
@@ -1009,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _note
         try:
-            refuse_in_place(args)
+            _refuse_in_place(args)
             args.func(args)
         except (RepAdapterError, ValueError) as err:
             print(f"repadapter: error: {err}", file=sys.stderr)
