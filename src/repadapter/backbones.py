@@ -134,7 +134,12 @@ def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 
 # Files timm reads from a Hugging Face Hub repository of weights, in the order it tries them.
-_HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
+_HUB_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
 
 
 def _require_downloadable(name: str) -> None:

@@ -491,8 +491,8 @@ def _adapted_base(cfg: TrainConfig, adapter: AdapterFile, num_classes: int) -> n
     model = load_adapter(base, adapter)
     if not isinstance(record, dict):
         print(
-            f"note: {adapter.path} does not record the backbone it was trained on (an older file, or "
-            "one from save_adapter); it is applied, unchecked, to the backbone these flags build",
+            f"repadapter: note: {adapter.path} does not record the backbone it was trained on (an older "
+            "file, or one from save_adapter); it is applied, unchecked, to the backbone these flags build",
             file=sys.stderr,
         )
     elif backbone_fingerprint(model) != record.get("sha256"):
@@ -500,7 +500,7 @@ def _adapted_base(cfg: TrainConfig, adapter: AdapterFile, num_classes: int) -> n
         source = (
             f"--checkpoint {record['checkpoint']} (that very file)"
             if record.get("checkpoint")
-            else "--pretrained"
+            else "--pretrained (the weights it was trained on may have changed on the hub)"
             if record.get("pretrained")
             else f"--no-pretrained (a random init, seed {record.get('seed')}, as this torch and timm draw it)"
         )
