@@ -232,3 +232,40 @@ def test_a_random_init_backbone_is_rebuilt_or_refused(tmp_path, capsys):
     assert "was trained on another backbone than the one these flags build" in err
     assert "--model vit_tiny_patch16_224 --img-size 32 --no-pretrained (a random init, seed 7" in err
     assert not (tmp_path / "wrong.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["merge", "--model", "m", "--adapter", "{d}/a", "--out", "{d}/./a"],
+            "--out {d}/a is the --adapter input",
+        ),
+        (
+            ["merge", "--model", "m", "--adapter", "{d}/a", "--checkpoint", "{d}/b", "--out", "{d}/b"],
+            "--checkpoint",
+        ),
+        (
+            ["export", "--model", "m", "--adapter", "{d}/a", "--torchscript", "{d}/a"],
+            "--torchscript {d}/a is",
+        ),
+        (["export", "--model", "m", "--adapter", "{d}/a", "--onnx", "{d}/o", "--json", "{d}/o"], "same file"),
+        (["train", "--data", "vtab:{d}", "--out", "{d}/run"], "overlap ({d}/run lies in {d})"),
+        (["train", "--data", "csv:{d}/x", "--config", "{d}/c", "--out", "{d}/c"], "is the --config input"),
+        (["vtab", "--root", "{d}", "--out", "{d}/runs"], "--root input"),
+        (["bench", "accuracy", "--root", "{d}/suite", "--out", "{d}"], "overlap ({d}/suite lies in {d})"),
+        (["bench", "methods", "--data", "folder:{d}", "--out", "o", "--runs", "{d}/r"], "--runs {d}/r and"),
+        (["bench", "probe", "--checkpoint", "x={d}/a", "--out", "{d}/a"], "is the --checkpoint input"),
+        (
+            ["demo", "--data-root", "{d}", "--json", "{d}/suite.json"],
+            "--json {d}/suite.json and the --data-root",
+        ),
+        (["support-table", "--json", "{d}/t", "--markdown", "{d}/t"], "--json and --markdown are the same"),
+    ],
+)
+def test_every_writing_command_refuses_an_output_that_is_an_input(tmp_path, capsys, argv, message):
+    """The refusal comes before any work: nothing here needs a real model, file or data set."""
+    (tmp_path / "a").write_text("an input")
+    assert main([arg.format(d=tmp_path) for arg in argv]) == 2
+    assert message.format(d=tmp_path) in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["a"] and (tmp_path / "a").read_text() == "an input"
