@@ -269,3 +269,21 @@ def test_every_writing_command_refuses_an_output_that_is_an_input(tmp_path, caps
     assert main([arg.format(d=tmp_path) for arg in argv]) == 2
     assert message.format(d=tmp_path) in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["a"] and (tmp_path / "a").read_text() == "an input"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["switch-time", "--rounds", "0"],
+        ["bench", "latency", "--out", "x", "--batches", "1", "-8"],
+        ["bench", "training", "--out", "x", "--steps", "0"],
+        ["eval", "--model", "m", "--data", "vtab:x", "--adapter", "a", "--batch-size", "0"],
+        ["eval", "--model", "m", "--data", "vtab:x", "--adapter", "a", "--workers", "-1"],
+        ["merge", "--model", "m", "--adapter", "a", "--out", "b", "--img-size", "0"],
+        ["data", "build", "offline", "--train", "-3"],
+    ],
+)
+def test_counts_below_their_minimum_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and "expected a whole number of at least" in capsys.readouterr().err

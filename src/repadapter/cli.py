@@ -596,6 +596,25 @@ def _switch_time(args: argparse.Namespace) -> None:
         print(f"wrote {write_result(args.json, {'switch': result}, made_by)}")
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count, size or batch)."""
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name of the base model")
     parser.add_argument(
@@ -605,7 +624,9 @@ def _add_base_flags(parser: argparse.ArgumentParser) -> None:
         help="load the base model's pretrained weights from the hub (default: yes)",
     )
     parser.add_argument("--checkpoint", help="local weights file for the base model instead of the hub")
-    parser.add_argument("--img-size", type=int, help="input size the model was adapted at (default: its own)")
+    parser.add_argument(
+        "--img-size", type=_positive, help="input size the model was adapted at (default: its own)"
+    )
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -694,10 +715,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="must match the training run's (default: %(default)s)",
     )
     evaluate.add_argument(
-        "--batch-size", type=int, default=256, help="evaluation batch (default: %(default)s)"
+        "--batch-size", type=_positive, default=256, help="evaluation batch (default: %(default)s)"
     )
     evaluate.add_argument(
-        "--workers", type=int, default=4, help="data-loading workers (default: %(default)s)"
+        "--workers", type=_non_negative, default=4, help="data-loading workers (default: %(default)s)"
     )
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     evaluate.set_defaults(func=_eval)
@@ -728,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time how long a merged model takes to switch from one task's adapter to another's",
     )
     switch.add_argument("--model", default="vit_base_patch16_224", help="timm model (default: %(default)s)")
-    switch.add_argument("--rounds", type=int, default=6, help="switches to time (default: %(default)s)")
+    switch.add_argument("--rounds", type=_positive, default=6, help="switches to time (default: %(default)s)")
     switch.add_argument("--json", help="also write the result, with provenance, to this JSON file")
     switch.set_defaults(func=_switch_time)
 
@@ -778,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     for split, size in DEFAULT_SIZES.items():
         build.add_argument(
             f"--{split}",
-            type=int,
+            type=_positive,
             help=f"{split} images or clips (default: {size} for the suite; the segmentation and video "
             "builders' own otherwise)",
         )
@@ -801,8 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--out", required=True, help="results folder")
     accuracy.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
     accuracy.add_argument("--model", default=IN_HOUSE_VIT, help="backbone (default: %(default)s)")
-    accuracy.add_argument("--img-size", type=int, help="input size (default: the model's own)")
-    accuracy.add_argument("--epochs", type=int, help="override the suite recipe's epochs")
+    accuracy.add_argument("--img-size", type=_positive, help="input size (default: the model's own)")
+    accuracy.add_argument("--epochs", type=_positive, help="override the suite recipe's epochs")
     accuracy.add_argument("--lr", type=float, help="override the suite recipe's learning rate")
     accuracy.add_argument("--config", help="YAML recipe (over the suite's; flags win)")
     accuracy.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -833,12 +854,14 @@ def build_parser() -> argparse.ArgumentParser:
         "base. Writes <out>/latency.md, latency.json and latency.png.",
     )
     latency.add_argument("--models", nargs="+", default=list(LATENCY_MODELS), help="(default: %(default)s)")
-    latency.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64], help="(default: %(default)s)")
     latency.add_argument(
-        "--rounds", type=int, default=40, help="interleaved rounds at batch 1, fewer for bigger batches"
+        "--batches", nargs="+", type=_positive, default=[1, 8, 64], help="(default: %(default)s)"
+    )
+    latency.add_argument(
+        "--rounds", type=_positive, default=40, help="interleaved rounds at batch 1, fewer for bigger batches"
     )
     latency.add_argument("--methods", nargs="+", default=list(TIMED_METHODS), choices=list(TIMED_METHODS))
-    latency.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    latency.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     latency.add_argument("--out", required=True, help="results folder")
     latency.set_defaults(func=_bench_latency)
 
@@ -853,11 +876,11 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--methods", nargs="+", default=list(TRAINED_METHODS), choices=list(TRAINED_METHODS)
     )
-    training.add_argument("--batch", type=int, default=8, help="(default: %(default)s)")
+    training.add_argument("--batch", type=_positive, default=8, help="(default: %(default)s)")
     training.add_argument(
-        "--steps", type=int, default=3, help="timed steps after one warm-up (default: %(default)s)"
+        "--steps", type=_positive, default=3, help="timed steps after one warm-up (default: %(default)s)"
     )
-    training.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    training.add_argument("--threads", type=_positive, default=2, help="CPU threads (default: %(default)s)")
     training.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     training.add_argument("--out", required=True, help="results folder")
     training.set_defaults(func=_bench_training)
