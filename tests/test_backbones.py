@@ -53,3 +53,15 @@ def test_in_house_vit_is_registered_with_timm():
     model = timm.create_model("vit_tiny6_patch4_32", num_classes=5)
     assert len(model.blocks) == 6 and model.embed_dim == 192 and model.patch_embed.img_size == (32, 32)
     assert timm.models.get_pretrained_cfg(IN_HOUSE_VIT).mean == (0.5, 0.5, 0.5)
+
+
+def test_offline_without_cached_weights_is_refused_before_any_download(monkeypatch, tmp_path):
+    from repadapter.backbones import create_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)  # an empty cache
+    with pytest.raises(
+        RepAdapterError, match="not in the local cache and HF_HUB_OFFLINE is set; give a local"
+    ):
+        create_base("resnet18", num_classes=3)
+    create_base("resnet18", num_classes=3, pretrained=False)  # a random init needs no weights

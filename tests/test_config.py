@@ -16,6 +16,8 @@ def test_defaults_are_the_paper_vit_setting():
         ({"groups": 0}, "groups must be a positive integer"),
         ({"dim": 8, "groups": 3}, "dim=8 is not divisible by groups=3"),
         ({"scale": float("nan")}, "scale must be a finite number"),
+        ({"scale": 0.0}, "scale must be a finite number above 0"),
+        ({"scale": -0.5}, "scale must be a finite number above 0"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"trainable": "norm"}, "trainable must be a sequence"),
     ],

@@ -15,10 +15,12 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -129,7 +131,54 @@ def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
         )
     if pretrained and name == IN_HOUSE_VIT and not (WEIGHTS_DIR / f"{IN_HOUSE_VIT}.safetensors").is_file():
         raise RepAdapterError(f"{IN_HOUSE_VIT} has no weights yet: make them with `repadapter pretrain`")
+    if pretrained and "pretrained_cfg_overlay" not in kwargs:
+        _require_downloadable(name)
     return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+# Files timm reads from a Hugging Face Hub repository of weights, in the order it tries them.
+_HUB_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+
+
+def _require_downloadable(name: str) -> None:
+    """Fail at once, saying how to give local weights, when the pretrained weights of ``name``
+    are neither in the local cache nor reachable (offline mode, or no connection to their
+    host): not after a minute of retries and a download library's traceback."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or cfg.file:
+        return
+    hub_id = (cfg.hf_hub_id or "").split("@")[0]
+    if hub_id:
+        import huggingface_hub
+
+        if any(isinstance(huggingface_hub.try_to_load_from_cache(hub_id, f), str) for f in _HUB_WEIGHT_FILES):
+            return
+        url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "on", "true", "yes")
+    elif isinstance(cfg.url, str) and cfg.url:
+        url = cfg.url
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file():
+            return
+        offline = False
+    else:
+        return
+    why = "HF_HUB_OFFLINE is set"
+    if not offline:
+        host = urlparse(url).hostname or url
+        try:
+            socket.create_connection((host, urlparse(url).port or 443), timeout=5).close()
+            return
+        except OSError as err:
+            why = f"{host} cannot be reached ({err})"
+    raise RepAdapterError(
+        f"the pretrained weights of {name} are not in the local cache and {why}; give a local weights "
+        "file (--checkpoint FILE) or build the model from a random init (--no-pretrained)"
+    )
 
 
 def create_base(
@@ -167,8 +216,9 @@ def create_base(
     except RuntimeError as err:  # timm's strict load: the weights are for another architecture
         if isinstance(err.__cause__, pickle.UnpicklingError):  # timm's weights_only=True refused it
             raise refuse_pickle(checkpoint or name, CHECKPOINT_FIX) from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RepAdapterError(
-            f"cannot load the weights of {name} from {checkpoint or 'the hub'}: {err}"
+            f"cannot load the weights of {name} from {checkpoint or 'the hub'}: {first}"
         ) from err
     cfg = getattr(model, "pretrained_cfg", None)
     if img_size is not None and isinstance(cfg, dict):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -438,8 +440,10 @@ def _load_weights(
         model = match_trained_head(model, weights)
         model.load_state_dict(weights, strict=True)
     except (RuntimeError, OSError) as err:
+        said = " ".join(str(err).split())
         raise RepAdapterError(
-            f"{args.weights} does not fit {args.model} with {num_classes} classes: {err}"
+            f"{args.weights} does not fit {args.model} with {num_classes} classes: "
+            f"{said[:300]}{'...' if len(said) > 300 else ''}"
         ) from err
     return model
 
@@ -452,9 +456,7 @@ def _eval(args: argparse.Namespace) -> None:
     from repadapter.engine.recipe import resolve_config
     from repadapter.engine.trainer import evaluate
     from repadapter.files import read_adapter_file, read_tensor_file
-    from repadapter.model import load_adapter
     from repadapter.tasks import task_kind
-    from repadapter.tasks.segmentation import match_trained_head
 
     if (args.adapter is None) == (args.weights is None):
         raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
@@ -475,13 +477,12 @@ def _eval(args: argparse.Namespace) -> None:
         file = read_adapter_file(args.adapter)
         _refuse_other_kind(file, args.model)
     else:
-        weights = read_tensor_file(args.weights, "merged model file")
+        weights = read_tensor_file(args.weights, "merged checkpoint (--weights)")
     ctx = distributed.setup(cfg.device)
-    model = kind.build_model(cfg, task.num_classes)
     if args.adapter is not None:
-        model = load_adapter(match_trained_head(model, file.tensors), file)
+        model = _adapted_base(cfg, file, task.num_classes)
     else:
-        model = _load_weights(model, weights, args, task.num_classes)
+        model = _load_weights(kind.build_model(cfg, task.num_classes), weights, args, task.num_classes)
     model.to(ctx.device).eval()
     prep = kind.preprocessing(model, args.normalization)
     with torch.inference_mode():
@@ -585,9 +586,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
     the kind of task it is for (from the adapter's family)."""
     from repadapter.engine.recipe import resolve_config
     from repadapter.files import read_adapter_file
-    from repadapter.model import load_adapter, merge
-    from repadapter.tasks import task_kind
-    from repadapter.tasks.segmentation import match_trained_head
+    from repadapter.model import merge
 
     adapter = read_adapter_file(args.adapter)
     _refuse_other_kind(adapter, args.model)
@@ -605,8 +604,42 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
         img_size=args.img_size,
         drop_path=0.0,
     )
-    base = match_trained_head(task_kind(kind).build_model(cfg, num_classes), adapter.tensors)
-    return merge(load_adapter(base, adapter), inplace=True), num_classes, kind
+    return merge(_adapted_base(cfg, adapter, num_classes), inplace=True), num_classes, kind
+
+
+def _adapted_base(cfg: TrainConfig, adapter: AdapterFile, num_classes: int) -> nn.Module:
+    """The base model ``cfg`` describes with ``adapter`` loaded, built as training built it (the
+    seed the file records first) and checked to be the backbone the file was trained on."""
+    from repadapter.engine.trainer import seed_everything
+    from repadapter.model import backbone_fingerprint, load_adapter
+    from repadapter.tasks import task_kind
+    from repadapter.tasks.segmentation import match_trained_head
+
+    record = adapter.metadata.get("backbone")
+    if isinstance(record, dict) and isinstance(record.get("seed"), int):
+        seed_everything(record["seed"])
+    base = match_trained_head(task_kind(cfg.task).build_model(cfg, num_classes), adapter.tensors)
+    model = load_adapter(base, adapter)
+    if not isinstance(record, dict):
+        print(
+            f"repadapter: note: {adapter.path} does not record the backbone it was trained on (an older "
+            "file, or one from save_adapter); it is applied, unchecked, to the backbone these flags build",
+            file=sys.stderr,
+        )
+    elif backbone_fingerprint(model) != record.get("sha256"):
+        size = f" --img-size {record['img_size']}" if record.get("img_size") else ""
+        source = (
+            f"--checkpoint {record['checkpoint']} (that very file)"
+            if record.get("checkpoint")
+            else "--pretrained (the weights it was trained on may have changed on the hub)"
+            if record.get("pretrained")
+            else f"--no-pretrained (a random init, seed {record.get('seed')}, as this torch and timm draw it)"
+        )
+        raise RepAdapterError(
+            f"{adapter.path} was trained on another backbone than the one these flags build; rebuild "
+            f"it with --model {record.get('model')}{size} {source}"
+        )
+    return model
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -621,11 +654,35 @@ def _merge(args: argparse.Namespace) -> None:
     size = f" --img-size {args.img_size}" if args.img_size else ""
     print(f"  evaluate it with: repadapter eval --model {args.model}{size} --weights {args.out} --data ...")
     if kind == "classification":
-        size = f", img_size={args.img_size}" if args.img_size else ""
-        print(
-            f'  or load it with timm.create_model("{args.model}", num_classes={num_classes}{size}, '
-            f'pretrained=True, pretrained_cfg_overlay=dict(file="{args.out}"))'
-        )
+        print("  or load every tensor of it (the trained head too) in Python:")
+        for line in _load_snippet(deployed, args.model, num_classes, args.img_size, args.out):
+            print(f"    {line}")
+
+
+def _load_snippet(
+    model: nn.Module, name: str, num_classes: int, img_size: int | None, file: str
+) -> list[str]:
+    """Python lines that build ``name``'s vanilla architecture with ``num_classes`` classes (at
+    ``img_size`` where the architecture takes one) and load all of ``file`` into it, strictly.
+    Not timm's pretrained path: that drops a classifier whose size is not the default one."""
+    import inspect
+
+    import timm
+
+    from repadapter.backbones import PACKAGED
+
+    arch = PACKAGED[name].architecture if name in PACKAGED else name
+    lines = ["import safetensors.torch, timm"]
+    if timm.models.model_entrypoint(arch.split(".")[0]).__module__.startswith("repadapter."):
+        lines.append(f"import repadapter  # registers {arch.split('.')[0]} with timm")
+    takes_size = "img_size" in inspect.signature(type(model)).parameters
+    size = f", img_size={img_size}" if img_size and takes_size else ""
+    return [
+        *lines,
+        f"model = timm.create_model({arch!r}, num_classes={num_classes}{size})",
+        f"model.load_state_dict(safetensors.torch.load_file({str(file)!r}), strict=True)",
+        "model.eval()",
+    ]
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -697,6 +754,25 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"  evaluate it with: repadapter eval --model {args.model} --adapter {path} --data ...")
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count, size or batch)."""
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name of the base model")
     parser.add_argument(
@@ -706,7 +782,9 @@ def _add_base_flags(parser: argparse.ArgumentParser) -> None:
         help="load the base model's pretrained weights from the hub (default: yes)",
     )
     parser.add_argument("--checkpoint", help="local weights file for the base model instead of the hub")
-    parser.add_argument("--img-size", type=int, help="input size the model was adapted at (default: its own)")
+    parser.add_argument(
+        "--img-size", type=_positive, help="input size the model was adapted at (default: its own)"
+    )
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -765,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(train)
     train.add_argument("--out", help="run folder (default: runs/<task>)")
     _add_run_flags(train, resume_help="continue the run in --out where it stopped")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train, reads=("data", "checkpoint", "config"), writes=("out",))
 
     vtab = commands.add_parser(
         "vtab",
@@ -778,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     vtab.add_argument("--tasks", nargs="+", help="a subset of tasks (default: all found)")
     vtab.add_argument("--out", default="runs/vtab", help="output folder (default: %(default)s)")
     _add_run_flags(vtab, resume_help="continue: finished tasks are kept, others resume")
-    vtab.set_defaults(func=_vtab)
+    vtab.set_defaults(func=_vtab, reads=("root", "checkpoint", "config"), writes=("out",))
 
     evaluate = commands.add_parser(
         "eval", help="scores (accuracy; mIoU and pixel accuracy) of an adapter file or merged checkpoint"
@@ -795,10 +873,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="must match the training run's (default: %(default)s)",
     )
     evaluate.add_argument(
-        "--batch-size", type=int, default=256, help="evaluation batch (default: %(default)s)"
+        "--batch-size", type=_positive, default=256, help="evaluation batch (default: %(default)s)"
     )
     evaluate.add_argument(
-        "--workers", type=int, default=4, help="data-loading workers (default: %(default)s)"
+        "--workers", type=_non_negative, default=4, help="data-loading workers (default: %(default)s)"
     )
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     evaluate.set_defaults(func=_eval)
@@ -809,7 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_flags(merge_cmd)
     merge_cmd.add_argument("--adapter", required=True, help="adapter file (from train or save_adapter)")
     merge_cmd.add_argument("--out", required=True, help="output .safetensors file")
-    merge_cmd.set_defaults(func=_merge)
+    merge_cmd.set_defaults(func=_merge, reads=("adapter", "checkpoint"), writes=("out",))
 
     export = commands.add_parser(
         "export", help="merge an adapter into its base model and export it to ONNX and/or TorchScript"
@@ -822,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--json", help="also write the measured differences, with provenance, to this JSON file"
     )
-    export.set_defaults(func=_export)
+    export.set_defaults(func=_export, reads=("adapter", "checkpoint"), writes=("onnx", "torchscript", "json"))
 
     predict = commands.add_parser(
         "predict",
@@ -886,7 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time how long a merged model takes to switch from one task's adapter to another's",
     )
     switch.add_argument("--model", default="vit_base_patch16_224", help="timm model (default: %(default)s)")
-    switch.add_argument("--rounds", type=int, default=6, help="switches to time (default: %(default)s)")
+    switch.add_argument("--rounds", type=_positive, default=6, help="switches to time (default: %(default)s)")
     switch.add_argument("--json", help="also write the result, with provenance, to this JSON file")
     switch.set_defaults(func=_switch_time)
 
@@ -909,7 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
         },
     )
     demo.add_argument("--json", help="also write the measurements, with provenance, to this JSON file")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_demo, reads=("data_root",), writes=("json",))
 
     data = commands.add_parser("data", help="build and check data sets").add_subparsers(
         dest="data_command", required=True
@@ -936,7 +1014,7 @@ def build_parser() -> argparse.ArgumentParser:
     for split, size in DEFAULT_SIZES.items():
         build.add_argument(
             f"--{split}",
-            type=int,
+            type=_positive,
             help=f"{split} images or clips (default: {size} for the suite; the segmentation and video "
             "builders' own otherwise)",
         )
@@ -981,12 +1059,12 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--out", required=True, help="results folder")
     accuracy.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
     accuracy.add_argument("--model", default=IN_HOUSE_VIT, help="backbone (default: %(default)s)")
-    accuracy.add_argument("--img-size", type=int, help="input size (default: the model's own)")
-    accuracy.add_argument("--epochs", type=int, help="override the suite recipe's epochs")
+    accuracy.add_argument("--img-size", type=_positive, help="input size (default: the model's own)")
+    accuracy.add_argument("--epochs", type=_positive, help="override the suite recipe's epochs")
     accuracy.add_argument("--lr", type=float, help="override the suite recipe's learning rate")
     accuracy.add_argument("--config", help="YAML recipe (over the suite's; flags win)")
     accuracy.add_argument("--quiet", action="store_true", help="no progress bars")
-    accuracy.set_defaults(func=_bench_accuracy)
+    accuracy.set_defaults(func=_bench_accuracy, reads=("root", "config"), writes=("out",))
 
     methods = bench.add_parser(
         "methods",
@@ -1002,7 +1080,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--out", required=True, help="results folder")
     methods.add_argument("--runs", required=True, help="folder for the runs (kept, so a rerun resumes)")
     methods.add_argument("--quiet", action="store_true", help="no progress bars")
-    methods.set_defaults(func=_bench_methods)
+    methods.set_defaults(func=_bench_methods, reads=("data", "checkpoint", "config"), writes=("out", "runs"))
 
     latency = bench.add_parser(
         "latency",
@@ -1013,12 +1091,14 @@ def build_parser() -> argparse.ArgumentParser:
         "base. Writes <out>/latency.md, latency.json and latency.png.",
     )
     latency.add_argument("--models", nargs="+", default=list(LATENCY_MODELS), help="(default: %(default)s)")
-    latency.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64], help="(default: %(default)s)")
     latency.add_argument(
-        "--rounds", type=int, default=40, help="interleaved rounds at batch 1, fewer for bigger batches"
+        "--batches", nargs="+", type=_positive, default=[1, 8, 64], help="(default: %(default)s)"
+    )
+    latency.add_argument(
+        "--rounds", type=_positive, default=40, help="interleaved rounds at batch 1, fewer for bigger batches"
     )
     latency.add_argument("--methods", nargs="+", default=list(TIMED_METHODS), choices=list(TIMED_METHODS))
-    latency.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    latency.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     latency.add_argument("--out", required=True, help="results folder")
     latency.set_defaults(func=_bench_latency)
 
@@ -1033,11 +1113,11 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--methods", nargs="+", default=list(TRAINED_METHODS), choices=list(TRAINED_METHODS)
     )
-    training.add_argument("--batch", type=int, default=8, help="(default: %(default)s)")
+    training.add_argument("--batch", type=_positive, default=8, help="(default: %(default)s)")
     training.add_argument(
-        "--steps", type=int, default=3, help="timed steps after one warm-up (default: %(default)s)"
+        "--steps", type=_positive, default=3, help="timed steps after one warm-up (default: %(default)s)"
     )
-    training.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    training.add_argument("--threads", type=_positive, default=2, help="CPU threads (default: %(default)s)")
     training.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     training.add_argument("--out", required=True, help="results folder")
     training.set_defaults(func=_bench_training)
@@ -1082,7 +1162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
     probe.add_argument("--out", required=True, help="results folder")
-    probe.set_defaults(func=_bench_probe)
+    probe.set_defaults(func=_bench_probe, reads=("root", "checkpoint"), writes=("out",))
 
     pretrain_cmd = commands.add_parser(
         "pretrain",
@@ -1141,13 +1221,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_paths(args: argparse.Namespace, names: Sequence[str]) -> list[tuple[str, Path]]:
+    """``(--flag, path)`` for each path the flags ``names`` of ``args`` give: a data spec's path
+    after its ``kind:``, a ``LABEL=FILE``'s file, every item of a list."""
+    found = []
+    for name in names:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if not item:
+                continue
+            text = str(item)
+            if name == "data":
+                text = text.partition(":")[2]
+            elif name == "checkpoint" and isinstance(value, list):
+                text = text.partition("=")[2]
+            if text:
+                found.append(("--" + name.replace("_", "-"), Path(text)))
+    return found
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """``inner`` lies in the folder ``outer`` (after resolving links and relative parts)."""
+    return inner.resolve().is_relative_to(outer.resolve()) and not _same_place(inner, outer)
+
+
+def _refuse_in_place(args: argparse.Namespace) -> None:
+    """Refuse, before anything is read or written, an output of the command that is one of its
+    inputs (the same file after resolving links and relative parts), that lies in an input
+    folder or holds an input, or that is another output of the same command. Each subcommand
+    names its path flags with ``set_defaults(reads=..., writes=...)``."""
+    reads = _flag_paths(args, getattr(args, "reads", ()))
+    writes = _flag_paths(args, getattr(args, "writes", ()))
+    for out_flag, out in writes:
+        for in_flag, given in reads:
+            if _same_place(out, given):
+                raise RepAdapterError(
+                    f"{out_flag} {out} is the {in_flag} input itself; writing it would destroy the input. "
+                    f"Give {out_flag} another path"
+                )
+    for i, (out_flag, out) in enumerate(writes):
+        for in_flag, given in reads:
+            if _inside(out, given) or _inside(given, out):
+                outer, inner = (given, out) if _inside(out, given) else (out, given)
+                raise RepAdapterError(
+                    f"{out_flag} {out} and the {in_flag} input {given} overlap ({inner} lies in {outer}); "
+                    f"give {out_flag} a path outside the command's inputs"
+                )
+        for other_flag, other in writes[i + 1 :]:
+            if _same_place(out, other):
+                raise RepAdapterError(
+                    f"{out_flag} and {other_flag} are the same file {out}; give each output its own path"
+                )
+
+
+def _note(message: Warning | str, *_: object, **__: object) -> None:
+    """A warning as one line, without the source line Python shows under it."""
+    print(f"repadapter: note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (RepAdapterError, ValueError) as err:
-        print(f"repadapter: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _note
+        try:
+            _refuse_in_place(args)
+            args.func(args)
+        except (RepAdapterError, ValueError) as err:
+            print(f"repadapter: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

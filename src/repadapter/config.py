@@ -74,8 +74,13 @@ class RepAdapterConfig:
                 f"dim={self.dim} is not divisible by groups={self.groups}; "
                 "pick groups that divide dim (e.g. dim=8 with groups 1, 2, 4 or 8)"
             )
-        if not math.isfinite(self.scale):
-            raise RepAdapterError(f"scale must be a finite number, got {self.scale!r}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
+            raise RepAdapterError(f"scale must be a finite number above 0, got {self.scale!r}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise RepAdapterError(
+                f"scale must be a finite number above 0, got {self.scale!r}: at 0 the adapters do "
+                "nothing and below 0 they subtract; the paper searches 0.1, 0.5, 1, 5 and 10"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise RepAdapterError(f"dropout must be in [0, 1), got {self.dropout!r}")
 

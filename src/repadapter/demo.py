@@ -27,6 +27,7 @@ from repadapter.data.vtab import load_vtab_task
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.protocol import run_task
 from repadapter.engine.recipe import TrainConfig
+from repadapter.errors import RepAdapterError
 from repadapter.model import load_adapter, merge
 
 
@@ -73,6 +74,9 @@ def _recipe(settings: DemoSettings, method: str) -> TrainConfig:
 def run_demo(settings: DemoSettings, log: Any = print) -> dict[str, Any]:
     """Run the main job and return its measurements."""
     sizes = {"train": settings.train_images, "val": settings.val_images, "test": settings.test_images}
+    _recipe(settings, "repadapter")  # a bad number is refused before anything is built
+    if settings.latency_rounds < 1 or min(sizes.values()) < 1:
+        raise RepAdapterError("--latency-rounds and the image counts must be positive")
     log(f"[1/5] offline task {settings.task} ({sizes}) in {settings.data_root}")
     build_suite(
         settings.data_root, [settings.task], sizes, seed=0, progress=False, log=lambda m: log("  " + m)

@@ -10,6 +10,7 @@ modules, the adapter lives at ``<host>.repadapter``, and the adapted host has ti
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import os
 import re
@@ -464,10 +465,35 @@ def _snapshot(model: nn.Module, label: str) -> AdapterFile:
     return AdapterFile(config=config, metadata=metadata, tensors=tensors, path=label)
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write the trained part of an injected model (adapters, head, extras) to ``path``."""
+def save_adapter(
+    model: nn.Module, path: str | os.PathLike[str], backbone: dict[str, Any] | None = None
+) -> Path:
+    """Write the trained part of an injected model (adapters, head, extras) to ``path``.
+
+    ``backbone`` (JSON-ready) says where the frozen base came from (the training engine gives
+    the model name, pretrained or checkpoint, seed); it is stored with the base's
+    `backbone_fingerprint`, so that whoever loads the file can check they rebuilt the same base.
+    """
     snapshot = _snapshot(model, str(path))
-    return write_adapter_file(path, snapshot.tensors, snapshot.metadata)
+    metadata = snapshot.metadata
+    if backbone is not None:
+        metadata = {**metadata, "backbone": {**backbone, "sha256": backbone_fingerprint(model)}}
+    return write_adapter_file(path, snapshot.tensors, metadata)
+
+
+def backbone_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every tensor of an injected model that its adapter file does not hold (names,
+    dtypes, shapes and bytes, in name order): the frozen base the adapters were trained on."""
+    config = adapter_config(model)
+    trained = set(_trained_names(model, _family(model, config), config))
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name in trained or f".{ADAPTER_ATTR}." in name:
+            continue
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def unload(model: nn.Module) -> nn.Module:

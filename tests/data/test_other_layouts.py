@@ -50,3 +50,32 @@ def test_folder_and_csv_errors(tmp_path):
 def test_data_specs_must_name_a_kind_and_path(spec):
     with pytest.raises(RepAdapterError, match="is not 'kind:path'"):
         load_task(spec)
+
+
+def _rows(root, split, *labels):
+    (root / f"{split}.csv").write_text(
+        "path,label\n" + "".join(f"img/{split}_cat_{i}.png,{label}\n" for i, label in enumerate(labels))
+    )
+
+
+def test_csv_labels_are_class_ids_or_names_and_every_class_is_trained(tmp_path):
+    root = make_csv_folder(tmp_path / "c", labels=("0", "1"), per_class=2)
+    task = load_task(f"csv:{root}")
+    assert task.num_classes == 2 and [s.label for s in task.split("train")] == [0, 0, 1, 1]
+    _rows(root, "train", 0, 1, -1, 1)
+    with pytest.raises(RepAdapterError, match=r"train.csv:4: label -1 is not a class id"):
+        load_task(f"csv:{root}")
+    _rows(root, "train", 0, 1, "cat", 1)
+    with pytest.raises(RepAdapterError, match=r"train.csv:4: label 'cat' is a class name but .*train.csv:2"):
+        load_task(f"csv:{root}")
+    _rows(root, "train", 0, 2, 0, 2)
+    with pytest.raises(RepAdapterError, match=r"train.csv: no training row has class id 1"):
+        load_task(f"csv:{root}")
+    _rows(root, "train", 0, 1, 0, 1)
+    _rows(root, "test", 0, 1, 2, 1)
+    with pytest.raises(RepAdapterError, match=r"test.csv:4: class '2' has no training row in .*train.csv"):
+        load_task(f"csv:{root}")
+    names = make_csv_folder(tmp_path / "n", labels=("cat", "dog"), per_class=2)
+    _rows(names, "val", "cat", "bird")
+    with pytest.raises(RepAdapterError, match=r"val.csv:3: class 'bird' has no training row"):
+        load_task(f"csv:{names}")

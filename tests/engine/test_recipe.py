@@ -44,3 +44,26 @@ def test_bad_config_files_are_explained(tmp_path, text, message):
         resolve_config(path)
     with pytest.raises(RepAdapterError, match="does not exist"):
         resolve_config(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"scale": 0}, "scale must be 'auto', 'paper' or a number above 0"),
+        ({"scale": -1}, "scale must be 'auto', 'paper' or a number above 0"),
+        ({"scale": "nan"}, "scale must be 'auto', 'paper' or a number above 0"),
+        ({"lr": 0.0}, "learning rates must be positive"),
+        ({"lr": float("inf")}, "every number must be finite"),
+        ({"epochs": -2}, "need epochs >= 1"),
+        ({"dim": 0}, "dim and groups must be positive"),
+        ({"groups": 0}, "dim and groups must be positive"),
+        ({"dim": 8, "groups": 3}, "dim=8 is not divisible by groups=3"),
+        ({"batch_size": 0}, "batch sizes must be positive"),
+        ({"dropout": 1.0}, "dropout must be in \\[0, 1\\)"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"img_size": 0}, "img_size must be positive"),
+    ],
+)
+def test_senseless_numbers_are_refused(settings, message):
+    with pytest.raises(RepAdapterError, match=message):
+        resolve_config(**settings)

@@ -370,7 +370,7 @@ def add_command(commands: Any) -> None:
     )
     parser.add_argument("--json", default="results/support_table.json", help="(default: %(default)s)")
     parser.add_argument("--markdown", default="results/support_table.md", help="(default: %(default)s)")
-    parser.set_defaults(func=_command)
+    parser.set_defaults(func=_command, writes=("json", "markdown"))
 
 
 def _command(args: argparse.Namespace) -> None:

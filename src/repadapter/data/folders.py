@@ -1,8 +1,10 @@
 """Users' own data: an ImageFolder tree or CSV files of "path,label".
 
 ImageFolder: ``<root>/<split>/<class name>/<image>`` for split in train, val (optional), test.
-CSV: ``<root>/<split>.csv`` with a header ``path,label``; paths are relative to ``<root>``,
-labels are class indices or class names (names are numbered in sorted order).
+CSV: ``<root>/<split>.csv`` with a header ``path,label``; paths are relative to ``<root>``.
+Labels are class ids (integers 0, 1, 2, ...) or class names (numbered in sorted order), the same
+kind in every file; every class must have training rows, so ids run from 0 without a gap and a
+val or test label is one the train split has. Anything else is an error naming file and line.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def load_image_folder(root: str | os.PathLike[str]) -> TaskData:
     return _finish(root.name, splits, class_names, root)
 
 
+def _is_int(label: str) -> bool:
+    return label.lstrip("+-").isdigit()
+
+
 def load_csv_folder(root: str | os.PathLike[str]) -> TaskData:
     """Read ``<root>/{train,val,test}.csv`` ("path,label" rows, paths relative to root)."""
     root = require_dir(root, "CSV data", "<root>/{train,val,test}.csv with rows 'path,label'")
@@ -78,15 +84,46 @@ def load_csv_folder(root: str | os.PathLike[str]) -> TaskData:
                 if len(row) != 2 or not row[0].strip() or not row[1].strip():
                     raise RepAdapterError(f"{file}:{number}: expected 'path,label', got {','.join(row)!r}")
                 rows[split].append((row[0].strip(), row[1].strip(), f"{file}:{number}"))
-    labels = {label for split_rows in rows.values() for _, label, _ in split_rows}
-    numeric = all(label.isdigit() for label in labels)
-    if numeric:
-        class_names = [str(i) for i in range(max(int(label) for label in labels) + 1)] if labels else []
+    if not rows.get("train"):
+        raise RepAdapterError(
+            f"{root} has no training rows; expected {root}/train.csv with rows 'path,label'"
+        )
+    ids = {origin: label for split_rows in rows.values() for _, label, origin in split_rows if _is_int(label)}
+    names = {
+        origin: label for split_rows in rows.values() for _, label, origin in split_rows if not _is_int(label)
+    }
+    if ids and names:
+        (id_at, an_id), (name_at, a_name) = next(iter(ids.items())), next(iter(names.items()))
+        raise RepAdapterError(
+            f"{name_at}: label {a_name!r} is a class name but {id_at} gives the class id {an_id}; "
+            "labels are either class ids (0, 1, 2, ...) or class names, the same in every file"
+        )
+    for origin, label in ids.items():
+        if int(label) < 0:
+            raise RepAdapterError(f"{origin}: label {label} is not a class id; class ids are 0, 1, 2, ...")
+    trained = {label for _, label, _ in rows["train"]}
+    if ids:
+        count = max(int(label) for label in trained) + 1
+        unseen = sorted(set(range(count)) - {int(label) for label in trained})
+        if unseen:
+            raise RepAdapterError(
+                f"{root / 'train.csv'}: no training row has class id {unseen[0]}, though ids run up to "
+                f"{count - 1}; every class id from 0 up needs training images"
+            )
+        class_names = [str(i) for i in range(count)]
     else:
-        class_names = sorted(labels)
+        class_names = sorted(trained)
+    known = set(class_names)
+    for split_rows in rows.values():
+        for _, label, origin in split_rows:
+            if (str(int(label)) if ids else label) not in known:
+                raise RepAdapterError(
+                    f"{origin}: class {label!r} has no training row in {root / 'train.csv'}; "
+                    "every class needs training images (the classifier learns only the classes it sees)"
+                )
     splits = {
         split: [
-            Sample(root / path, int(label) if numeric else class_names.index(label), origin)
+            Sample(root / path, int(label) if ids else class_names.index(label), origin)
             for path, label, origin in split_rows
         ]
         for split, split_rows in rows.items()

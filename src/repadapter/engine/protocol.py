@@ -98,6 +98,19 @@ def _run(
     return model, result, prep
 
 
+def backbone_source(cfg: TrainConfig) -> dict[str, Any]:
+    """Where a run's base model comes from, as its adapter file records it: the model name and
+    input size, pretrained weights or a local file, and the seed a random init (or a head that
+    is not trained) was drawn with."""
+    return {
+        "model": cfg.model,
+        "img_size": cfg.img_size,
+        "pretrained": cfg.pretrained or cfg.checkpoint is not None,
+        "checkpoint": cfg.checkpoint,
+        "seed": cfg.seed,
+    }
+
+
 def save_trained(model: nn.Module, path: Path) -> None:
     """The trained tensors of a method without adapters (a head, or every weight), atomically."""
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -207,7 +220,7 @@ def run_task(
     }
     if ctx.is_main:
         if has_adapters(model):
-            save_adapter(model, out_dir / "adapter.safetensors")
+            save_adapter(model, out_dir / "adapter.safetensors", backbone=backbone_source(cfg))
         else:
             save_trained(model, out_dir / "trained.safetensors")
         text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"

@@ -94,6 +94,16 @@ class TrainConfig:
             (self.lr > 0 and self.min_lr >= 0 and self.warmup_lr >= 0, "learning rates must be positive"),
             (0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (self.workers >= 0, "workers must be >= 0"),
+            (self.dim >= 1 and self.groups >= 1, "dim and groups must be positive"),
+            (self.img_size is None or self.img_size >= 1, "img_size must be positive"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix must be >= 0"),
+            (
+                all(math.isfinite(getattr(self, f.name)) for f in fields(self) if f.type == "float"),
+                "every number must be finite",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -113,8 +123,15 @@ class TrainConfig:
                 value = float(self.scale)
             except ValueError:
                 value = math.nan
-            if not math.isfinite(value):
-                raise RepAdapterError(f"scale must be 'auto', 'paper' or a number, got {self.scale!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise RepAdapterError(
+                    f"scale must be 'auto', 'paper' or a number above 0, got {self.scale!r}"
+                )
+        if self.method == "repadapter" and self.dim % self.groups:
+            raise RepAdapterError(
+                f"bad training config: dim={self.dim} is not divisible by groups={self.groups}; "
+                "pick groups that divide dim (e.g. dim=8 with groups 1, 2, 4 or 8)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
