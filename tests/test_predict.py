@@ -103,11 +103,11 @@ def test_bad_images_and_outputs_are_refused(trained, capsys):
     assert "broken.png is not a readable image" in err and "--on-bad-image skip" in err
     assert not out.exists()
     assert main([*base, "--adapter", str(adapter), "--out", str(adapter)]) == 2
-    assert "is one of the inputs" in capsys.readouterr().err
+    assert "is the --adapter input itself" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--out", str(images / "top.png")]) == 2
-    assert "is one of the inputs" in capsys.readouterr().err
+    assert "and the --images input" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--no-pretrained", "--out", str(out)]) == 2
-    assert "gives the adapter a fresh random base model" in capsys.readouterr().err
+    assert "was trained on another backbone than the one these flags build" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--weights", str(merged), "--out", str(out)]) == 2
     assert "exactly one of --adapter" in capsys.readouterr().err
     assert main([*base, "--adapter", str(adapter), "--out", str(out), "--topk", "3"]) == 2

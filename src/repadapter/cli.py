@@ -508,19 +508,7 @@ def _predict(args: argparse.Namespace) -> None:
     if (args.adapter is None) == (args.weights is None):
         raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
     images = list_images(args.images)
-    inputs = [args.adapter, args.weights, args.checkpoint, args.class_names]
-    out = Path(args.out).resolve()
-    if any(p is not None and Path(p).resolve() == out for p in inputs) or out in {
-        p.resolve() for p in images
-    }:
-        raise RepAdapterError(f"--out {args.out} is one of the inputs; write the predictions to another file")
     if args.adapter is not None:
-        if not args.pretrained and args.checkpoint is None:
-            raise RepAdapterError(
-                "--no-pretrained without --checkpoint gives the adapter a fresh random base model, not the "
-                "one it was trained on; give the base weights (--checkpoint FILE or --pretrained), or a "
-                "merged checkpoint with --weights"
-            )
         model, num_classes, kind = _merged_from_adapter(args)
         if kind != "classification":
             raise RepAdapterError(f"{args.adapter} is a {kind} adapter; predict handles image classifiers")
@@ -743,8 +731,6 @@ def _convert(args: argparse.Namespace) -> None:
             scale = float(args.scale)
         except ValueError:
             raise RepAdapterError(f"--scale {args.scale!r}: give a number or 'paper' (with --task)") from None
-    if Path(args.out).resolve() == Path(args.official).resolve():
-        raise RepAdapterError(f"--out {args.out} is the checkpoint being converted; pick another file")
     path, config, num_classes = convert_official(args.official, args.model, scale, args.out, args.placement)
     print(
         f"wrote {path}: {args.model}, placement {config.placement}, dim {config.dim}, "
@@ -933,7 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
-    predict.set_defaults(func=_predict)
+    predict.set_defaults(
+        func=_predict, reads=("adapter", "weights", "checkpoint", "class_names", "images"), writes=("out",)
+    )
 
     convert = commands.add_parser(
         "convert",
@@ -957,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="attn (official repattn) or block (repblock); read from the file",
     )
     convert.add_argument("--out", required=True, help="output adapter file (.safetensors)")
-    convert.set_defaults(func=_convert)
+    convert.set_defaults(func=_convert, reads=("official",), writes=("out",))
 
     switch = commands.add_parser(
         "switch-time",
@@ -1041,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fingerprint the listed images' bytes (reads them all)",
     )
     check.add_argument("--quiet", action="store_true", help="no progress bar")
-    check.set_defaults(func=_data_check)
+    check.set_defaults(func=_data_check, reads=("root",), writes=("json",))
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True
@@ -1141,7 +1129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache", default="memory", choices=["memory", "disk"], help="(default: %(default)s)"
     )
     loader.add_argument("--out", required=True, help="results folder")
-    loader.set_defaults(func=_bench_loader)
+    loader.set_defaults(func=_bench_loader, reads=("data",), writes=("out",))
 
     probe = bench.add_parser(
         "probe",
