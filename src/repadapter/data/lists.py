@@ -8,7 +8,7 @@ with the file and line it came from.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,16 +100,22 @@ def check_samples(samples: Sequence[Sample], num_classes: int | None) -> None:
             )
         if not sample.path.is_file():
             raise RepAdapterError(f"{sample.origin}: image {sample.path} does not exist")
-    first: dict[Path, Sample] = {}
-    for sample in samples:
-        first.setdefault(sample.path, sample)
+    check_decodes((sample.path, sample.origin) for sample in samples)
+
+
+def check_decodes(images: Iterable[tuple[Path, str]]) -> None:
+    """Decode each image of ``(path, where it was listed)`` once (in threads: PIL decodes
+    without the GIL), however often it is listed, and refuse the first that does not decode."""
+    first: dict[Path, str] = {}
+    for path, origin in images:
+        first.setdefault(path, origin)
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         problems = pool.map(decode_problem, first, chunksize=16)
-        for sample, problem in zip(first.values(), problems, strict=True):
+        for origin, problem in zip(first.values(), problems, strict=True):
             if problem:
                 pool.shutdown(cancel_futures=True)
-                raise RepAdapterError(f"{sample.origin}: {problem}")
+                raise RepAdapterError(f"{origin}: {problem}")
 
 
 class ImageListDataset(Dataset):
