@@ -24,6 +24,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
 SEG_EVALS = ("resize", "slide")
+MAX_LR = 1e30
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class TrainConfig:
             (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be positive"),
             (self.eval_every >= 1, "eval_every must be positive"),
             (self.lr > 0 and self.min_lr >= 0 and self.warmup_lr >= 0, "learning rates must be positive"),
+            (
+                max(self.lr, self.min_lr, self.warmup_lr) <= MAX_LR,
+                f"learning rates must be at most {MAX_LR:g} (float32 training overflows past it)",
+            ),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (self.workers >= 0, "workers must be >= 0"),
         ]
