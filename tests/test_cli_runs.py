@@ -208,7 +208,7 @@ def test_a_start_that_fails_while_training_leaves_no_folder(tmp_path):
     data = make_vtab_task(tmp_path, "dtd", train=16, val=8, test=8)
     out = tmp_path / "run"
     run = cli(
-        "train", "--data", f"vtab:{data}", "--out", out, *RECIPE, "--lr", "1e38", "--warmup-epochs", "0"
+        "train", "--data", f"vtab:{data}", "--out", out, *RECIPE, "--lr", "1e20", "--warmup-epochs", "0"
     )
     refused(run, "the training loss became", "Lower --lr")
     assert not out.exists()
