@@ -128,7 +128,10 @@ def test_train_refuses_to_overwrite_and_explains_bad_input(tmp_path, capsys):
     make_vtab_task(tmp_path, "dtd")
     args = ["train", "--data", f"vtab:{tmp_path / 'dtd'}", "--no-pretrained", "--out", str(tmp_path / "run")]
     assert main(args) == 2
-    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (
+        "already holds files but no run (it has no config.yaml); pick another --out"
+        in capsys.readouterr().err
+    )
     assert (tmp_path / "run" / "old.txt").read_text() == "keep me"
     assert main(["train", "--data", "vtab", "--no-pretrained"]) == 2
     assert "is not 'kind:path'" in capsys.readouterr().err

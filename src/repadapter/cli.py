@@ -26,10 +26,26 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def _check_outputs(
+    files: Sequence[str | None] = (), folders: Sequence[str | None] = (), flag: str = "--out"
+) -> None:
+    """Refuse, before any work, output files that cannot be written and output folders that
+    cannot be made (folders are made with their missing parents when written)."""
+    from repadapter.files import check_out_file, check_out_folder
+
+    for file in files:
+        if file is not None:
+            check_out_file(file)
+    for folder in folders:
+        if folder is not None:
+            check_out_folder(folder, flag)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.provenance import provenance, write_result
     from repadapter.demo import DemoSettings, run_demo
 
+    _check_outputs(files=[args.json])
     made_by = provenance()
     names = {f.name for f in dataclasses.fields(DemoSettings)}
     settings = DemoSettings(**{k: v for k, v in vars(args).items() if k in names})
@@ -43,7 +59,11 @@ def _pretrain(args: argparse.Namespace) -> None:
 
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
     cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    manifest = pretrain(cfg, Path(args.out))
+    out = Path(args.out)
+    _check_outputs(folders=[str(out.parent)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_outputs(files=[f"{out}.safetensors", f"{out}.json"])
+    manifest = pretrain(cfg, out)
     print(
         f"Fashion-MNIST test accuracy {manifest['source_test_accuracy']:.4f}, held-out cosine to the teacher "
         f"{manifest['held_out_cosine']:.4f} after {cfg.steps} steps "
@@ -56,6 +76,7 @@ def _data_build(args: argparse.Namespace) -> None:
     import time
 
     began = time.perf_counter()
+    _check_outputs(folders=[args.root], flag="--root")
     given = {"train": args.train, "val": args.val, "test": args.test}
     sizes = {split: n for split, n in given.items() if n is not None}
     if args.suite == "offline":
@@ -128,6 +149,7 @@ def _bench_accuracy(args: argparse.Namespace) -> None:
     from repadapter.data.vtab import read_suite_manifest
     from repadapter.engine.recipe import resolve_config
 
+    _check_outputs(folders=[args.out])
     made_by = provenance()
     recipe = (read_suite_manifest(args.root) or {}).get("recipe", {})
     flags = {"model": args.model, "img_size": args.img_size, "epochs": args.epochs, "lr": args.lr}
@@ -145,6 +167,7 @@ def _bench_methods(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.provenance import provenance
     from repadapter.data import data_task, load_task
 
+    _check_outputs(folders=[args.out, args.runs])
     made_by = provenance()
     args.task = args.task or data_task(args.data)
     cfg = _recipe(args)
@@ -159,6 +182,7 @@ def _bench_latency(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.latency import plot_latency, render_latency, run_latency
     from repadapter.benchmarks.provenance import provenance
 
+    _check_outputs(folders=[args.out])
     if args.threads:
         torch.set_num_threads(args.threads)
     made_by = provenance()
@@ -172,6 +196,7 @@ def _bench_training(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.provenance import provenance
     from repadapter.benchmarks.training import render_training_cost, run_training_cost
 
+    _check_outputs(folders=[args.out])
     made_by = provenance()
     result = run_training_cost(args.model, args.methods, args.batch, args.steps, args.threads, args.device)
     _write_bench(Path(args.out), "training", render_training_cost(result), result, made_by)
@@ -192,6 +217,7 @@ def _bench_probe(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.probe import render_probe, run_probe
     from repadapter.benchmarks.provenance import provenance
 
+    _check_outputs(folders=[args.out])
     backbones: dict[str, str | None] = {"pretrained": "pretrained", "random-init": "random"}
     for item in args.checkpoint:
         label, sep, file = item.partition("=")
@@ -231,6 +257,7 @@ def _verify(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.exactness import check_exactness
     from repadapter.benchmarks.provenance import provenance, write_result
 
+    _check_outputs(files=[args.json])
     made_by = provenance()
     rows = []
     header = ("model", "placement", "groups", "scale", "max|dlogit|", "unmerge rel", "cond(M)")
@@ -341,64 +368,82 @@ def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
 
 
-def _recipe(args: argparse.Namespace) -> TrainConfig:
-    from repadapter.engine.recipe import TrainConfig, resolve_config
+def _given(args: argparse.Namespace) -> dict[str, object]:
+    """The recipe settings the command gives: its --config file's, then its flags'."""
+    from repadapter.engine.recipe import TrainConfig, given_settings
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return resolve_config(args.config, **{k: v for k, v in vars(args).items() if k in names})
+    return given_settings(args.config, **{k: v for k, v in vars(args).items() if k in names})
 
 
-def _refuse_overwrite(out: Path, resume: bool) -> None:
-    """Every process checks before the process group forms, so all of them stop together."""
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise RepAdapterError(
-            f"output folder {out} already holds a run; pass --resume to continue it or pick another --out"
-        )
+def _recipe(args: argparse.Namespace) -> TrainConfig:
+    from repadapter.engine.recipe import config_of
+
+    return config_of(_given(args))
 
 
-def _save_config(out: Path, cfg: TrainConfig) -> None:
-    import yaml
+def _start(out: Path, args: argparse.Namespace, data: dict[str, object]) -> TrainConfig:
+    """The run's recipe: the recorded one for --resume (refusing settings that differ), else the
+    given one for a new run in a folder that holds none. Nothing is written."""
+    from repadapter.engine import runs
+    from repadapter.files import check_out_folder
 
-    from repadapter.files import atomic_write
-
-    out.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(text))
+    check_out_folder(out)
+    if args.resume:
+        return runs.resumed_config(out, _given(args), data)
+    runs.refuse_overwrite(out)
+    return _recipe(args)
 
 
 def _run_in_process_group(
-    out: Path, resume: bool, cfg: TrainConfig, work: Callable[[DistContext], T]
+    out: Path,
+    resume: bool,
+    cfg: TrainConfig,
+    data: dict[str, object],
+    check: Callable[[DistContext], object],
+    work: Callable[[DistContext], T],
 ) -> tuple[DistContext, T]:
-    """The life of a run under torchrun or alone: refuse to overwrite, join the group, save the
-    config (main process), do the work, leave the group."""
-    from repadapter.engine import distributed
+    """The life of a run under torchrun or alone: join the group, check everything the run
+    needs (every process), make the run folder and its record (main process), do the work,
+    leave the group. A start that fails before any output leaves no folder."""
+    from repadapter.engine import distributed, runs
 
-    _refuse_overwrite(out, resume)
     ctx = distributed.setup(cfg.device)
     try:
-        if ctx.is_main:
-            _save_config(out, cfg)
-        ctx.barrier()
-        return ctx, work(ctx)
+        check(ctx)
+        with runs.run_folder(out, cfg, data, resume, ctx.is_main):
+            ctx.barrier()
+            return ctx, work(ctx)
     finally:
         distributed.teardown()
 
 
 def _train(args: argparse.Namespace) -> None:
     from repadapter.data import data_task, load_task
-    from repadapter.engine.protocol import run_task
+    from repadapter.engine.protocol import check_run, run_task
 
     args.task = args.task or data_task(args.data)
-    cfg = _recipe(args)
+    kind, _, where = args.data.partition(":")
+    data: dict[str, object] = {"data": f"{kind}:{Path(where).resolve()}"}
+    if kind == "fewshot":
+        data.update(shots=args.shots, fewshot_seed=args.fewshot_seed)
+    if args.out is not None:  # the cheap checks first, where the folder is known
+        _start(Path(args.out), args, data)
+    task = load_task(args.data, args.shots, args.fewshot_seed)  # every list, label and image
+    out = Path(args.out or Path("runs") / task.name)
+    cfg = _start(out, args, data)
     if cfg.task != data_task(args.data):
         raise RepAdapterError(
             f"--data {args.data} holds a {data_task(args.data)} task but the run is for --task {cfg.task}; "
             f"pass --task {data_task(args.data)} or other data"
         )
-    task = load_task(args.data, args.shots, args.fewshot_seed)
-    out = Path(args.out or Path("runs") / task.name)
     ctx, summary = _run_in_process_group(
-        out, args.resume, cfg, lambda ctx: run_task(task, cfg, out, ctx, progress=not args.quiet)
+        out,
+        args.resume,
+        cfg,
+        data,
+        lambda ctx: check_run(task, cfg, ctx),
+        lambda ctx: run_task(task, cfg, out, ctx, progress=not args.quiet),
     )
     if ctx.is_main:
         at_scale = "" if summary["scale"] is None else f" at scale {summary['scale']:g},"
@@ -415,15 +460,25 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _vtab(args: argparse.Namespace) -> None:
-    from repadapter.engine.suite import render_table, run_vtab
+    from repadapter.engine.protocol import check_run
+    from repadapter.engine.suite import render_table, run_vtab, unfinished_tasks
 
-    cfg = _recipe(args)
     out = Path(args.out)
+    data: dict[str, object] = {"root": str(Path(args.root).resolve())}
+    cfg = _start(out, args, data)
+    todo = unfinished_tasks(args.root, args.tasks, out)  # every list, label and image
+
+    def check(ctx: DistContext) -> None:
+        for number, task in enumerate(todo):
+            check_run(task, cfg, ctx, build=number == 0)
+
     ctx, table = _run_in_process_group(
         out,
         args.resume,
         cfg,
-        lambda ctx: run_vtab(args.root, args.tasks, cfg, out, ctx, progress=not args.quiet),
+        data,
+        check,
+        lambda ctx: run_vtab(args.root, args.tasks, cfg, out, ctx, progress=not args.quiet, loaded=todo),
     )
     if ctx.is_main:
         print(render_table(table), end="")
@@ -633,6 +688,7 @@ def _adapted_base(cfg: TrainConfig, adapter: AdapterFile, num_classes: int) -> n
 def _merge(args: argparse.Namespace) -> None:
     from repadapter.files import save_tensor_file
 
+    _check_outputs(files=[args.out])
     deployed, num_classes, kind = _merged_from_adapter(args)
     meta = {"architecture": args.model, "num_classes": str(num_classes), "merged_from": str(args.adapter)}
     save_tensor_file(args.out, deployed.state_dict(), meta)
@@ -680,6 +736,7 @@ def _export(args: argparse.Namespace) -> None:
 
     if not (args.onnx or args.torchscript):
         raise RepAdapterError("give --onnx FILE and/or --torchscript FILE")
+    _check_outputs(files=[args.onnx, args.torchscript, args.json])
     made_by = provenance()
     deployed, _, _ = _merged_from_adapter(args)
     size = tuple(preprocessing(deployed)["input_size"])
@@ -699,6 +756,7 @@ def _switch_time(args: argparse.Namespace) -> None:
     from repadapter.benchmarks.provenance import provenance, write_result
     from repadapter.benchmarks.switch import measure_switch
 
+    _check_outputs(files=[args.json])
     made_by = provenance()
     result = measure_switch(args.model, rounds=args.rounds)
     diff = result["max_abs_logit_diff_after_switching"]

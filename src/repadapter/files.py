@@ -45,6 +45,61 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why nothing can be made in ``folder`` (tried: permissions, read-only mounts and root all
+    answer), or None."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".repadapter-probe-", dir=folder)
+    except OSError as err:
+        return err.strerror or str(err)
+    os.rmdir(probe)
+    return None
+
+
+def check_out_file(path: str | os.PathLike[str], probe: bool = True) -> Path:
+    """``path`` as a Path if a file can be written there (its folder exists and is writable, and
+    it is not a folder); else an error naming the problem. Commands call it before their work;
+    ``probe=False`` leaves out the test write (for a writer that is about to write anyway)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RepAdapterError(f"{path} is a directory; give a file path to write to")
+    if not path.parent.exists():
+        where = _nearest_existing(path.parent)
+        if not where.is_dir():
+            raise RepAdapterError(f"cannot write {path}: {where} is a file, not a folder")
+        raise RepAdapterError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not path.parent.is_dir():
+        raise RepAdapterError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    problem = _cannot_write_in(path.parent) if probe else None
+    if problem:
+        raise RepAdapterError(f"cannot write {path}: cannot write in {path.parent} ({problem})")
+    return path
+
+
+def check_out_folder(path: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """``path`` as a Path if it is a folder, or one can be made there with its missing parents;
+    else an error naming the problem. Commands call it before their work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RepAdapterError(f"{flag} {path} is a file, not a folder; give a folder")
+    where = _nearest_existing(path)
+    if not where.is_dir():
+        raise RepAdapterError(f"{flag} {path}: {where} is a file, so no folder can be made under it")
+    problem = _cannot_write_in(where)
+    if problem:
+        raise RepAdapterError(
+            f"{flag} {path}: cannot write in {where} ({problem}); give a folder where you can write"
+        )
+    return path
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
@@ -53,12 +108,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     process killed outright (SIGKILL, power loss) can leave one behind, and ``path`` itself is
     then the old file or absent, never half-written.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise RepAdapterError(f"{path} is a directory; give a file path to write to")
-    if not path.parent.exists():
-        raise RepAdapterError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    path = check_out_file(path, probe=False)  # creating the temporary file is the test write
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as err:
+        raise RepAdapterError(f"cannot write {path}: {err.strerror or err} in {path.parent}") from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -119,6 +119,11 @@ def test_errors_name_the_list_line(task_root):
         read_video_list(bad, task_root)
     with pytest.raises(RepAdapterError, match="does not exist"):
         read_video_list(task_root / "nope.txt", task_root)
+    frame = task_root / "rawframes" / "b" / "img_00004.png"
+    frame.write_bytes(frame.read_bytes()[:-30])  # cut inside the image data
+    bad.write_text("rawframes/a 0\nrawframes/b 1\n")
+    with pytest.raises(RepAdapterError, match=r"bad\.txt:2: .*img_00004\.png is not a readable image"):
+        read_video_list(bad, task_root)
 
 
 def test_layout_errors(tmp_path, task_root):

@@ -25,6 +25,13 @@ def test_yaml_then_flags(tmp_path):
     assert resolve_config(path, placement="io").placement == "io"  # a ConvNeXt placement
 
 
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-3\nimg_size: null\nscale: 5\n")  # YAML 1.1 reads 1e-3 as a string
+    cfg = resolve_config(path)
+    assert (cfg.lr, cfg.img_size, cfg.scale) == (0.001, None, "5")
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -35,6 +42,12 @@ def test_yaml_then_flags(tmp_path):
         ("warmup_epochs: 100\n", "0 <= warmup_epochs < epochs"),
         ("amp: fp8\n", "amp must be one of"),
         ("placement: ffn\n", "placement must be one of \\('attn', 'block', 'io', 'dwconv'\\)"),
+        ("lr: [0.1\nepochs: 3\n", "is not valid YAML: expected ',' or ']', but got ':' at line 2, column 7"),
+        ("lr: fast\n", "lr must be a number, got 'fast'"),
+        ("epochs: 2.5\n", "epochs must be a whole number, got 2.5"),
+        ("pretrained: 1\n", "pretrained must be true or false, got 1"),
+        ("img_size: '32'\n", "img_size must be a whole number or null, got '32'"),
+        ("lr: 1.0e+31\n", "learning rates must be at most 1e\\+30"),
     ],
 )
 def test_bad_config_files_are_explained(tmp_path, text, message):

@@ -27,10 +27,9 @@ def _finish(name: str, splits: dict[str, list[Sample]], class_names: list[str], 
         raise RepAdapterError(
             f"{root} has no train split; expected {root}/train (folders) or {root}/train.csv"
         )
+    check_samples([sample for samples in splits.values() for sample in samples], len(class_names))
     if "val" in splits:
         splits["trainval"] = splits["train"] + splits["val"]
-    for samples in splits.values():
-        check_samples(samples, len(class_names))
     return TaskData(name, len(class_names), splits, class_names=tuple(class_names))
 
 

@@ -1,14 +1,15 @@
 """Labelled image lists: reading "relative/path label" files and serving the images.
 
-Every problem is found before training starts where it can be (missing files, malformed
-lines, labels out of range, files that are not images), and is reported with the file and
-line it came from.
+Every problem is found before training starts (missing files, malformed lines, labels out
+of range, files that are not images, images that do not decode to the end), and is reported
+with the file and line it came from.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,20 +62,37 @@ def list_lines(list_file: Path, what: str, items: str) -> list[tuple[str, str]]:
     return lines
 
 
-def read_list(list_file: Path, image_root: Path, num_classes: int | None = None) -> list[Sample]:
-    """Read a "relative/path label" list (paths relative to ``image_root``)."""
+def read_list(
+    list_file: Path, image_root: Path, num_classes: int | None = None, check: bool = True
+) -> list[Sample]:
+    """Read a "relative/path label" list (paths relative to ``image_root``), checked
+    (`check_samples`) unless ``check`` is False (for callers that check several lists at once)."""
     samples = []
     for line, where in list_lines(list_file, "split list", "samples"):
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise RepAdapterError(f"{where}: expected 'relative/path label', got {line!r}")
         samples.append(Sample(image_root / parts[0], int(parts[1]), where))
-    check_samples(samples, num_classes)
+    if check:
+        check_samples(samples, num_classes)
     return samples
 
 
+def decode_problem(path: Path) -> str | None:
+    """Why the image at ``path`` cannot be used, or None: it is decoded to its last byte (a
+    JPEG at 1/8 scale, which still reads every byte), so a truncated file is found here."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (1, 1))
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        return f"{path} is not a readable image ({err})"
+    return None
+
+
 def check_samples(samples: Sequence[Sample], num_classes: int | None) -> None:
-    """Refuse labels out of range and files that are missing or not images, naming each."""
+    """Refuse labels out of range and files that are missing or not images, naming each. Each
+    image is decoded once (in threads: PIL decodes without the GIL), however many lists name it."""
     for sample in samples:
         if sample.label < 0 or (num_classes is not None and sample.label >= num_classes):
             raise RepAdapterError(
@@ -82,11 +100,22 @@ def check_samples(samples: Sequence[Sample], num_classes: int | None) -> None:
             )
         if not sample.path.is_file():
             raise RepAdapterError(f"{sample.origin}: image {sample.path} does not exist")
-        try:
-            with Image.open(sample.path) as image:
-                image.size  # noqa: B018 - the header is parsed lazily; touch it
-        except (UnidentifiedImageError, OSError) as err:
-            raise RepAdapterError(f"{sample.origin}: {sample.path} is not a readable image ({err})") from err
+    check_decodes((sample.path, sample.origin) for sample in samples)
+
+
+def check_decodes(images: Iterable[tuple[Path, str]]) -> None:
+    """Decode each image of ``(path, where it was listed)`` once (in threads: PIL decodes
+    without the GIL), however often it is listed, and refuse the first that does not decode."""
+    first: dict[Path, str] = {}
+    for path, origin in images:
+        first.setdefault(path, origin)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        problems = pool.map(decode_problem, first, chunksize=16)
+        for origin, problem in zip(first.values(), problems, strict=True):
+            if problem:
+                pool.shutdown(cancel_futures=True)
+                raise RepAdapterError(f"{origin}: {problem}")
 
 
 class ImageListDataset(Dataset):

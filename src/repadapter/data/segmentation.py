@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF  # noqa: N812
 
-from repadapter.data.lists import TaskData, require_dir
+from repadapter.data.lists import TaskData, decode_problem, require_dir
 from repadapter.errors import RepAdapterError
 
 IGNORE = 255  # the value of `repadapter.tasks.base.IGNORE_INDEX` (kept here: data must not import tasks)
@@ -96,11 +96,11 @@ def _pair(
 
 def _check_one(sample: SegSample, num_classes: int, fix: str) -> str | None:
     """Why ``sample`` cannot be used, or None."""
-    try:
-        with Image.open(sample.image) as image:
-            size = image.size
-    except (UnidentifiedImageError, OSError) as err:
-        return f"{sample.image} is not a readable image ({err})"
+    problem = decode_problem(sample.image)
+    if problem:
+        return problem
+    with Image.open(sample.image) as image:
+        size = image.size
     try:
         with Image.open(sample.mask) as mask:
             if mask.mode not in MASK_MODES:

@@ -33,7 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from repadapter.data.lists import TaskData, list_lines
+from repadapter.data.lists import TaskData, check_decodes, list_lines
 from repadapter.data.transforms import eval_transform
 from repadapter.errors import RepAdapterError
 
@@ -111,19 +111,22 @@ def _require_av(where: str) -> Any:
 
 
 def check_clips(samples: Sequence[ClipSample], num_classes: int | None) -> None:
-    """Refuse labels out of range, missing clips, frame folders without frames and video files
-    without a decoder, naming the list line of each."""
+    """Refuse labels out of range, missing clips, frame folders without frames, frames that do
+    not decode and video files without a decoder, naming the list line of each."""
+    frames: list[tuple[Path, str]] = []
     for sample in samples:
         if sample.label < 0 or (num_classes is not None and sample.label >= num_classes):
             raise RepAdapterError(
                 f"{sample.origin}: label {sample.label} is out of range for {num_classes} classes"
             )
         if sample.path.is_dir():
-            if not frame_files(sample.path):
+            files = frame_files(sample.path)
+            if not files:
                 raise RepAdapterError(
                     f"{sample.origin}: frame folder {sample.path} has no frames "
                     f"(images ending in {', '.join(FRAME_SUFFIXES)})"
                 )
+            frames += [(frame, sample.origin) for frame in files]
         elif sample.path.is_file():
             if sample.path.suffix.lower() not in VIDEO_SUFFIXES:
                 raise RepAdapterError(
@@ -133,6 +136,7 @@ def check_clips(samples: Sequence[ClipSample], num_classes: int | None) -> None:
             _require_av(sample.origin)
         else:
             raise RepAdapterError(f"{sample.origin}: clip {sample.path} does not exist")
+    check_decodes(frames)
 
 
 def load_video_list_task(root: str | os.PathLike[str]) -> TaskData:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repadapter.data.lists import TaskData, read_list, require_dir
+from repadapter.data.lists import TaskData, check_samples, read_list, require_dir
 from repadapter.errors import RepAdapterError
 
 
@@ -144,6 +144,8 @@ def load_vtab_task(task_dir: str | os.PathLike[str]) -> TaskData:
         raise RepAdapterError(f"unknown task {folder.name!r} in {folder.parent}; tasks: {', '.join(tasks)}")
     task = tasks[folder.name]
     splits = {
-        split: read_list(folder / file, folder, task.num_classes) for split, file in SPLIT_FILES.items()
+        split: read_list(folder / file, folder, task.num_classes, check=False)
+        for split, file in SPLIT_FILES.items()
     }
+    check_samples([sample for samples in splits.values() for sample in samples], task.num_classes)
     return TaskData(task.name, task.num_classes, splits, group=task.group)

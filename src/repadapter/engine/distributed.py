@@ -46,6 +46,10 @@ def setup(device: str = "auto") -> DistContext:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise RepAdapterError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from err
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RepAdapterError(

@@ -23,7 +23,7 @@ from repadapter.data.vtab import VTAB_TASKS, paper_scale
 from repadapter.engine.activations import set_grad_checkpointing
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import SCALE_CANDIDATES, TrainConfig
-from repadapter.engine.trainer import FitResult, evaluate, fit, seed_everything
+from repadapter.engine.trainer import FitResult, GlobalBatchSampler, check_amp, evaluate, fit, seed_everything
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write, save_tensor_file
 from repadapter.methods import method
@@ -111,6 +111,40 @@ def backbone_source(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def _selection(task: TaskData, cfg: TrainConfig, scales: list[float]) -> str:
+    """How ``run_task`` selects: ``"test"`` (on test), ``"val"`` (on val) or ``"final"`` (no
+    selection: the full schedule at the one scale)."""
+    if cfg.selection == "test":
+        return "test"
+    if cfg.selection == "val" and "val" in task.splits:
+        return "val"
+    if len(scales) > 1:
+        raise RepAdapterError(
+            f"task {task.name}: --selection {cfg.selection} without a validation split cannot choose "
+            "a scale; give --scale <number>, use --selection val with a val split, or --selection test"
+        )
+    return "final"
+
+
+def _final_split(task: TaskData) -> str:
+    return "trainval" if "trainval" in task.splits else "train"
+
+
+def check_run(task: TaskData, cfg: TrainConfig, ctx: DistContext, build: bool = True) -> None:
+    """Refuse now what would stop `run_task` later: the scale and selection, each training split
+    against the global batch, the test split, fp16 without CUDA, and (``build``) the model and
+    method, built once and dropped."""
+    scales = candidate_scales(task, cfg)
+    selection = _selection(task, cfg, scales)
+    trains = {"test": ["trainval"], "val": ["train", "trainval"], "final": [_final_split(task)]}[selection]
+    for split in trains:
+        GlobalBatchSampler(len(task.split(split)), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
+    task.split("test")
+    check_amp(cfg, ctx.device)
+    if build:
+        build_model(cfg, task.num_classes, scales[0])
+
+
 def save_trained(model: nn.Module, path: Path) -> None:
     """The trained tensors of a method without adapters (a head, or every weight), atomically."""
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -128,7 +162,8 @@ def run_task(
     kind = task_kind(cfg.task)
     scales = candidate_scales(task, cfg)
     search: list[dict[str, Any]] = []
-    if cfg.selection == "test":
+    selection = _selection(task, cfg, scales)
+    if selection == "test":
         protocol = SELECT_ON_TEST.format(every=cfg.eval_every)
         best_test: tuple[float, int, float, nn.Module, FitResult, dict[str, Any]] | None = None
         for scale in scales:
@@ -154,7 +189,7 @@ def run_task(
         note = (
             "adapter saved from the last epoch of the best scale's run; its reported epoch was picked on test"
         )
-    elif cfg.selection == "val" and "val" in task.splits:
+    elif selection == "val":
         protocol = HONEST
         best_val: tuple[float, int, float] | None = None
         for scale in scales:
@@ -182,15 +217,11 @@ def run_task(
         test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
         note = "adapter saved from the final run"
     else:
-        if len(scales) > 1:
-            raise RepAdapterError(
-                f"task {task.name}: --selection {cfg.selection} without a validation split cannot choose "
-                "a scale; give --scale <number>, use --selection val with a val split, or --selection test"
-            )
         protocol = FINAL_EPOCH
         scale, epoch = scales[0], cfg.epochs
-        train = "trainval" if "trainval" in task.splits else "train"
-        model, result, prep = _run(cfg, task, scale, train, {}, out_dir / "final", ctx, progress=progress)
+        model, result, prep = _run(
+            cfg, task, scale, _final_split(task), {}, out_dir / "final", ctx, progress=progress
+        )
         test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
         note = "adapter saved from the final run"
 

@@ -25,6 +25,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
 SEG_EVALS = ("resize", "slide")
+MAX_LR = 1e30
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class TrainConfig:
             (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be positive"),
             (self.eval_every >= 1, "eval_every must be positive"),
             (self.lr > 0 and self.min_lr >= 0 and self.warmup_lr >= 0, "learning rates must be positive"),
+            (
+                max(self.lr, self.min_lr, self.warmup_lr) <= MAX_LR,
+                f"learning rates must be at most {MAX_LR:g} (float32 training overflows past it)",
+            ),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (self.workers >= 0, "workers must be >= 0"),
             (self.dim >= 1 and self.groups >= 1, "dim and groups must be positive"),
@@ -137,30 +143,83 @@ class TrainConfig:
         return asdict(self)
 
 
-def resolve_config(yaml_file: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then ``yaml_file``, then the ``overrides`` that are not None."""
-    known = {f.name: f for f in fields(TrainConfig)}
-    values: dict[str, Any] = {}
-    if yaml_file is not None:
-        path = Path(yaml_file)
-        if not path.is_file():
-            raise RepAdapterError(f"config file {path} does not exist")
+# A setting's annotation and what a YAML value for it may be.
+_VALUE_KINDS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+}
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _checked_value(name: str, value: Any, annotation: str, where: str) -> Any:
+    """``value`` for the setting ``name``, or an error naming ``where`` it came from."""
+    optional = annotation.endswith(" | None")
+    kind = annotation.removesuffix(" | None")
+    if value is None and optional:
+        return value
+    if kind == "float" and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RepAdapterError(f"config file {path} is not valid YAML: {err}") from err
-        if not isinstance(loaded, dict):
-            raise RepAdapterError(f"config file {path} must hold a mapping of setting: value")
-        unknown = set(loaded) - set(known)
-        if unknown:
-            raise RepAdapterError(
-                f"config file {path} has unknown settings {sorted(unknown)}; known: {sorted(known)}"
-            )
-        values.update(loaded)
+            value = float(value)
+        except ValueError:
+            pass
+    if name == "scale" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value  # a number, kept as its string by resolve_config
+    if isinstance(value, _VALUE_KINDS[kind]) and (kind == "bool" or not isinstance(value, bool)):
+        return value
+    words = _KIND_WORDS[kind] + (" or null" if optional else "")
+    raise RepAdapterError(f"{where}: {name} must be {words}, got {value!r}")
+
+
+def read_settings(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
+    """The settings of a YAML file of ``setting: value`` lines, each checked for its name and
+    type; any problem is a one-line error naming the file (and line, for broken YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RepAdapterError(f"{what} {path} does not exist (or is not a file)")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise RepAdapterError(
+            f"{what} {path} is not valid YAML: {err.problem or err.context}{at}; "
+            "write one 'setting: value' per line"
+        ) from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RepAdapterError(f"{what} {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(loaded, dict):
+        raise RepAdapterError(f"{what} {path} must hold a mapping of setting: value")
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = set(loaded) - set(known)
+    if unknown:
+        raise RepAdapterError(
+            f"{what} {path} has unknown settings {sorted(map(str, unknown))}; known: {sorted(known)}"
+        )
+    return {
+        name: _checked_value(name, value, str(known[name].type), f"{what} {path}")
+        for name, value in loaded.items()
+    }
+
+
+def given_settings(yaml_file: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The settings a command gives: ``yaml_file``'s, then the ``overrides`` that are not None."""
+    values = {} if yaml_file is None else read_settings(yaml_file)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def config_of(values: dict[str, Any]) -> TrainConfig:
+    """The defaults with ``values`` (checked settings) put in."""
     if "scale" in values:
-        values["scale"] = str(values["scale"])
+        values = {**values, "scale": str(values["scale"])}
     try:
         return replace(TrainConfig(), **values)
     except TypeError as err:
         raise RepAdapterError(f"bad training config: {err}") from err
+
+
+def resolve_config(yaml_file: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then ``yaml_file``, then the ``overrides`` that are not None."""
+    return config_of(given_settings(yaml_file, **overrides))

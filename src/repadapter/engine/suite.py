@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from repadapter.data.lists import require_dir
+from repadapter.data.lists import TaskData, require_dir
 from repadapter.data.vtab import (
     GROUPS,
     LAYOUT,
@@ -85,6 +86,17 @@ def render_table(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unfinished_tasks(root: str | Path, tasks: list[str] | None, out_dir: Path) -> list[TaskData]:
+    """The chosen tasks of the suite at ``root`` that ``out_dir`` holds no summary of, each read
+    and checked (every list, label and image)."""
+    root = require_dir(root, "VTAB-1k root", LAYOUT)
+    return [
+        load_vtab_task(root / name)
+        for name in chosen_tasks(root, tasks)
+        if not (out_dir / name / "summary.json").is_file()
+    ]
+
+
 def run_vtab(
     root: str | Path,
     tasks: list[str] | None,
@@ -92,20 +104,24 @@ def run_vtab(
     out_dir: Path,
     ctx: DistContext,
     progress: bool = True,
+    loaded: Sequence[TaskData] = (),
 ) -> dict[str, Any]:
     """Run ``tasks`` (default: all of the suite found under ``root``) and write ``vtab_table.md``
-    and ``vtab_results.json`` to ``out_dir``. Finished tasks (with a summary) are not rerun."""
+    and ``vtab_results.json`` to ``out_dir``. Finished tasks (with a summary) are not rerun;
+    tasks already read (``loaded``) are not read again."""
     from repadapter.benchmarks.provenance import provenance
 
     root = require_dir(root, "VTAB-1k root", LAYOUT)
     suite = suite_tasks(root)
     summaries = []
+    read = {task.name: task for task in loaded}
     for name in chosen_tasks(root, tasks):
         done = out_dir / name / "summary.json"
         if done.is_file():
             summaries.append(json.loads(done.read_text()))
             continue
-        summaries.append(run_task(load_vtab_task(root / name), cfg, out_dir / name, ctx, progress=progress))
+        task = read[name] if name in read else load_vtab_task(root / name)
+        summaries.append(run_task(task, cfg, out_dir / name, ctx, progress=progress))
     table = vtab_table(summaries, suite)
     if ctx.is_main:
         text = render_table(table)

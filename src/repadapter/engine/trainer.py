@@ -173,6 +173,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def check_amp(cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse an autocast mode the device cannot run."""
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise RepAdapterError("amp fp16 needs a CUDA device; use --amp bf16 or --amp none on CPU")
+
+
 def train_mode(model: nn.Module) -> nn.Module:
     """``model.train()``, except that batch norms with frozen parameters stay in eval mode: a
     frozen backbone keeps its running statistics (which merging into them relies on), as in
@@ -219,8 +225,7 @@ def fit(
     restores its final state.
     """
     stop_epoch = stop_epoch or cfg.epochs
-    if cfg.amp == "fp16" and ctx.device.type != "cuda":
-        raise RepAdapterError("amp fp16 needs a CUDA device; use --amp bf16 or --amp none on CPU")
+    check_amp(cfg, ctx.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
