@@ -201,7 +201,8 @@ class RepAdapterLayer(nn.Module, BaseTunerLayer):
                             bias.normal_(std=0.02)
         self.repadapter_down[adapter_name] = down
         self.repadapter_up[adapter_name] = up
-        self.repadapter_dropout[adapter_name] = nn.Dropout(config.dropout)
+        # a layer added to a model in eval mode stays in eval mode
+        self.repadapter_dropout[adapter_name] = nn.Dropout(config.dropout).train(self.base_layer.training)
         self.repadapter_scale[adapter_name] = float(config.scale)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
@@ -228,16 +229,18 @@ class RepAdapterLayer(nn.Module, BaseTunerLayer):
 
     def _transform(self, x: torch.Tensor, adapter_names: list[str] | None) -> torch.Tensor:
         if adapter_names is None:
-            for name in self.active_adapters:
+            # The last active adapter is nearest the input, so that merging them one at a time
+            # (each fold goes in front of what is already merged) equals merging them together.
+            for name in reversed(self.active_adapters):
                 if name in self.repadapter_down and name not in self.merged_adapters:
                     x = self._adapt(name, x)
             return x
         batch_dim = 1 if isinstance(self.base_layer, nn.MultiheadAttention) and not self.batch_first else 0
         if x.dim() <= batch_dim or x.shape[batch_dim] != len(adapter_names):
-            raise RepAdapterError(
-                f"adapter_names has {len(adapter_names)} entries but the batch at "
-                f"{type(self.base_layer).__name__} has {x.shape[batch_dim] if x.dim() > batch_dim else 0} "
-                "samples; pass one adapter name (or '__base__') per sample"
+            raise RepAdapterError(  # the wording of PEFT's own check, which its tests match
+                "Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(adapter_names)} and {x.shape[batch_dim] if x.dim() > batch_dim else 0} respectively "
+                f"(at {type(self.base_layer).__name__}); pass one adapter name or '__base__' per sample"
             )
         rows = x.movedim(batch_dim, 0)
         out = rows.clone()
@@ -256,7 +259,8 @@ class RepAdapterLayer(nn.Module, BaseTunerLayer):
             return self.base_layer(*args, **kwargs)
         if adapter_names is not None and self.merged:
             raise RepAdapterError(
-                "adapter_names= (mixed-adapter batches) needs unmerged adapters; call unmerge_adapter() first"
+                "Cannot pass `adapter_names` when there are merged adapters, please call "
+                "`unmerge_adapter` first. (Mixed-adapter batches run unmerged adapters.)"
             )
         transform = partial(
             self._transform, adapter_names=None if adapter_names is None else list(adapter_names)
@@ -273,9 +277,9 @@ class RepAdapterLayer(nn.Module, BaseTunerLayer):
         return self.base_layer(*args, **kwargs)
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Fold the adapters into the consumers (float64, cast once), last-applied first."""
+        """Fold the adapters into the consumers (float64, cast once), in order."""
         consumers = self._consumers()
-        for name in reversed(check_adapters_to_merge(self, adapter_names)):
+        for name in check_adapters_to_merge(self, adapter_names):
             if name not in self.repadapter_down:
                 continue
             affine = self.affine(name)
@@ -432,6 +436,7 @@ class RepAdapterPeftModel(BaseTuner):
         layer = RepAdapterLayer(
             target, adapter_name, peft_config, sites.shared.get(current_key, ("",)), current_key
         )
+        layer.train(target.training)
         if adapter_name not in self.active_adapters:
             layer.requires_grad_(False)
         self._replace_module(parent, target_name, layer, target)
@@ -453,7 +458,8 @@ class RepAdapterPeftModel(BaseTuner):
             return
         if self.training:
             raise RepAdapterError(
-                "adapter_names= (mixed-adapter batches) works in eval mode only; call .eval()"
+                "Cannot pass `adapter_names` when the model is in training mode. Call .eval() first: "
+                "mixed-adapter batches are for inference."
             )
         layers = [m for m in self.model.modules() if isinstance(m, RepAdapterLayer)]
         known = {name for layer in layers for name in layer.repadapter_down}
