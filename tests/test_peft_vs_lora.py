@@ -239,6 +239,22 @@ def test_trainer_resumes_from_a_checkpoint_to_the_same_weights(method, model, tm
     assert max((straight[n] - resumed[n]).abs().max().item() for n in straight) <= 1e-6
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_load_adapter_leaves_the_same_adapters_trainable_as_lora(model, tmp_path):
+    trainable = {}
+    for method in METHODS:
+        adapted(method, model).save_pretrained(tmp_path / method)
+        for is_trainable in (True, False):
+            peft_model = adapted(method, model, identity=True)
+            peft_model.load_adapter(tmp_path / method, adapter_name="other", is_trainable=is_trainable)
+            names = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+            trainable[method, is_trainable] = {
+                a for a in ("default", "other") if any(f".{a}." in n for n in names)
+            }
+    assert trainable["repadapter", True] == trainable["lora", True]
+    assert trainable["repadapter", False] == trainable["lora", False] == {"default"}
+
+
 # --- where the methods differ -------------------------------------------------------------
 
 

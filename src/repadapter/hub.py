@@ -27,6 +27,13 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 MERGED_WEIGHTS = "model.safetensors"
 MERGED_CONFIG = "config.json"
+# A PEFT folder (``PeftModel.save_pretrained``) uses the same two file names; its config names a
+# ``peft_type`` and ours a ``method``. Each loader names the other one when given the wrong folder.
+LOAD_WITH = "repadapter.from_pretrained(folder) (a repadapter adapter folder, not a PEFT one)"
+PEFT_ROUTE = (
+    "it is a PEFT adapter folder (PeftModel.save_pretrained): load it with "
+    "`import repadapter.peft_plugin` then `peft.PeftModel.from_pretrained(base_model, folder)`"
+)
 
 
 def _adapter_card(
@@ -132,7 +139,9 @@ def save_pretrained(
         tmp = Path(tmp_name)
         if has_adapters(model):
             meta = read_adapter_file(save_adapter(model, tmp / ADAPTER_WEIGHTS)).metadata
-            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+            # peft_type routes PEFT's loader to repadapter.peft_plugin, which then names this loader
+            described = {**meta, "peft_type": "REPADAPTER", "load_with": LOAD_WITH}
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(described, indent=2) + "\n")
             card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
         else:
             architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
@@ -166,6 +175,15 @@ def _resolve(folder_or_repo_id: str | os.PathLike[str]) -> Path:
         ) from err
 
 
+def _refuse_peft_folder(folder: Path) -> None:
+    try:
+        described = json.loads((folder / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(described, dict) and "peft_type" in described and "sites" not in described:
+        raise RepAdapterError(f"{folder} is not a repadapter.save_pretrained folder: {PEFT_ROUTE}")
+
+
 def from_pretrained(
     folder_or_repo_id: str | os.PathLike[str], model: nn.Module | None = None, base_pretrained: bool = True
 ) -> nn.Module:
@@ -176,6 +194,7 @@ def from_pretrained(
     timm model.
     """
     folder = _resolve(folder_or_repo_id)
+    _refuse_peft_folder(folder)
     if (folder / ADAPTER_WEIGHTS).is_file():
         if model is None:
             meta = read_adapter_file(folder / ADAPTER_WEIGHTS).metadata

@@ -31,6 +31,7 @@ PEFT 0.21 accepts only methods named in its ``PeftType`` enum, so registering ad
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -376,6 +377,31 @@ def _sites_of(model: nn.Module) -> _Sites | None:
     return _Sites(defaults, shared, consumer_host)
 
 
+def _in_layers(paths: list[str], config: RepAdapterPeftConfig) -> list[str]:
+    """``paths`` in the layers ``config.layers_to_transform`` selects (PEFT skips that check for
+    targets named in full, so default targets are filtered here)."""
+    wanted = config.layers_to_transform
+    if wanted is None:
+        return list(paths)
+    wanted = [wanted] if isinstance(wanted, int) else wanted
+    patterns = config.layers_pattern or [r"[^.]+"]
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    kept = []
+    for path in paths:
+        for pattern in patterns:
+            match = re.search(rf"(?:^|\.){pattern}\.(\d+)\.", path)
+            if match:
+                if int(match.group(1)) in wanted:
+                    kept.append(path)
+                break
+    if not kept:
+        raise RepAdapterError(
+            f"layers_to_transform={config.layers_to_transform} (layers_pattern={config.layers_pattern}) "
+            f"selects none of the default targets {paths}"
+        )
+    return kept
+
+
 def _pass_adapter_names(
     module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], adapter_names: list[str]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -407,7 +433,7 @@ class RepAdapterPeftModel(BaseTuner):
                     "pass target_modules=[...]: the nn.Linear / nn.Conv2d / nn.MultiheadAttention "
                     "layers whose input gets an adapter"
                 )
-            peft_config.target_modules = list(sites.defaults)
+            peft_config.target_modules = _in_layers(sites.defaults, peft_config)
         return peft_config
 
     def _create_and_replace(
