@@ -166,3 +166,63 @@ def create_base(
     if img_size is not None and isinstance(cfg, dict):
         setattr(model, "pretrained_cfg", {**cfg, "input_size": (3, img_size, img_size)})  # noqa: B010
     return model
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Base tensor shapes by name (an injected model's adapters left out)."""
+    return {n: tuple(t.shape) for n, t in model.state_dict().items() if ".repadapter." not in n}
+
+
+def constructor_kwargs(model: nn.Module, name: str, num_classes: int) -> dict[str, Any] | None:
+    """Keyword arguments with which ``create(name, num_classes=...)`` rebuilds ``model``'s
+    architecture (``{}`` for the defaults), checked by building it on the meta device; None when
+    they cannot be found (the model must then be passed to the loader)."""
+    candidates: list[dict[str, Any]] = [{}]
+    if isinstance(model, VisionTransformer):
+        embed = model.patch_embed
+        candidates.append(
+            {
+                "img_size": list(embed.img_size) if embed.img_size is not None else None,
+                "patch_size": list(embed.patch_size),
+                "in_chans": embed.proj.in_channels,
+                "embed_dim": model.embed_dim,
+                "depth": len(model.blocks),
+                "num_heads": model.blocks[0].attn.num_heads,  # type: ignore[union-attr]
+            }
+        )
+    wanted = _shapes(model)
+    for kwargs in candidates:
+        try:
+            with torch.device("meta"):
+                built = create(name, False, num_classes=num_classes, **kwargs)
+        except Exception:  # any refusal just means these are not the arguments
+            continue
+        if _shapes(built) == wanted:
+            return kwargs
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers within ``timeout`` seconds (False when HF_HUB_OFFLINE)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def cached_on_hub(name: str) -> bool:
+    """Whether timm's weights for ``name`` are already in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    files = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    return isinstance(repo, str) and any(isinstance(try_to_load_from_cache(repo, f), str) for f in files)

@@ -18,7 +18,7 @@ from typing import Any
 from timm.models import save_for_hf
 from torch import nn
 
-from repadapter.backbones import create_base
+from repadapter.backbones import PACKAGED, cached_on_hub, create, hub_reachable
 from repadapter.errors import RepAdapterError
 from repadapter.files import read_adapter_file
 from repadapter.model import count_parameters, has_adapters, load_adapter, save_adapter
@@ -184,6 +184,29 @@ def _refuse_peft_folder(folder: Path) -> None:
         raise RepAdapterError(f"{folder} is not a repadapter.save_pretrained folder: {PEFT_ROUTE}")
 
 
+def _rebuild_base(folder: Path, meta: dict[str, Any], pretrained: bool) -> nn.Module:
+    """The base model an adapter folder names, with its recorded constructor arguments."""
+    name, kwargs = meta["base_model"], meta.get("base_kwargs", {})
+    if kwargs is None:
+        raise RepAdapterError(
+            f"{folder} adapts a {name} built with constructor arguments repadapter could not record; "
+            "build that model and pass model=<the base model>"
+        )
+    if pretrained and name not in PACKAGED and not cached_on_hub(name) and not hub_reachable():
+        raise RepAdapterError(
+            f"{folder} adapts {name}, whose weights are not in the local Hugging Face cache, and the Hub "
+            "cannot be reached (offline?). Pass model=<the base model> (e.g. built from a local "
+            "checkpoint), download the weights once online, or base_pretrained=False for random weights"
+        )
+    try:
+        return create(name, pretrained, num_classes=meta["num_classes"], **kwargs)
+    except RuntimeError as err:  # timm's strict load: the weights do not fit the recorded arguments
+        raise RepAdapterError(
+            f"the pretrained weights of {name} do not fit the base this adapter was made on ({kwargs}): "
+            f"{err}. Build the base and pass model=<the base model>, or base_pretrained=False"
+        ) from err
+
+
 def from_pretrained(
     folder_or_repo_id: str | os.PathLike[str], model: nn.Module | None = None, base_pretrained: bool = True
 ) -> nn.Module:
@@ -206,7 +229,7 @@ def from_pretrained(
                 )
             if not meta.get("base_model") or not isinstance(meta.get("num_classes"), int):
                 raise RepAdapterError(f"{folder} does not name its base model; pass model=<the base model>")
-            model = create_base(meta["base_model"], meta["num_classes"], pretrained=base_pretrained)
+            model = _rebuild_base(folder, meta, base_pretrained)
         return load_adapter(model, folder / ADAPTER_WEIGHTS)
     if (folder / MERGED_CONFIG).is_file() and (folder / MERGED_WEIGHTS).is_file():
         import timm
