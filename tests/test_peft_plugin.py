@@ -210,3 +210,24 @@ def test_conv2d_targets_merge_exactly_and_padded_ones_get_bias_free_adapters():
     with torch.no_grad():
         expected = model(x)
         assert (model.merge_and_unload()(x) - expected).abs().max() <= 1e-5
+
+
+def test_folders_of_the_first_plugin_version_load_under_any_name(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = randomize(peft.get_peft_model(timm_vit(), rp.RepAdapterPeftConfig()))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    model.save_pretrained(tmp_path)
+    file = tmp_path / "adapter_model.safetensors"
+    old = {  # the first version's keys: ...qkv.repadapter_adapters.default.down.weight
+        k.replace(f".repadapter_{part}.", f".repadapter_adapters.default.{part}."): v
+        for k, v in load_file(file).items()
+        for part in ("down", "up")
+        if f".repadapter_{part}." in k
+    }
+    save_file(old, file)
+    loaded = peft.PeftModel.from_pretrained(timm_vit(), tmp_path, adapter_name="other").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)

@@ -58,6 +58,8 @@ LOAD_WITH = (
     "peft.PeftModel.from_pretrained (this is a PEFT adapter folder)"
 )
 BASE = "__base__"  # PEFT's name for "no adapter" in mixed batches
+# keys of the first plug-in version, which named the adapter: ...qkv.repadapter_adapters.<name>.down.weight
+OLD_KEY = re.compile(r"^(.*)\.repadapter_adapters\.[^.]+\.(down|up)\.(weight|bias)$")
 
 
 def _add_peft_type() -> Any:
@@ -466,6 +468,18 @@ class RepAdapterPeftModel(BaseTuner):
         if adapter_name not in self.active_adapters:
             layer.requires_grad_(False)
         self._replace_module(parent, target_name, layer, target)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: PeftConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Also read folders of the first plug-in version, whose keys named the adapter
+        (``...qkv.repadapter_adapters.<name>.down.weight``), under any adapter name."""
+        renamed = {OLD_KEY.sub(r"\1.repadapter_\2.\3", key): value for key, value in state_dict.items()}
+        return cast(
+            dict[str, torch.Tensor],
+            super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed),
+        )
 
     def _replace_module(
         self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module
