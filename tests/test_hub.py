@@ -1,6 +1,7 @@
 """Hub folders for adapters and merged models; the Hub download path, against local folders."""
 
 import json
+import os
 
 import pytest
 import timm
@@ -38,9 +39,47 @@ def test_adapter_folder_round_trip_and_card(trained, tmp_path):
 
 
 def test_adapter_folder_builds_its_named_base_model(trained, tmp_path):
+    """The base's constructor arguments are recorded: a 2-block, 32 px vit_tiny comes back as one."""
     folder = ra.save_pretrained(trained, tmp_path / "adapter")
-    with pytest.raises(ra.RepAdapterError, match="has adapters at 4 sites, this model has 24"):
-        ra.from_pretrained(folder, base_pretrained=False)  # the named base is a full 12-block vit_tiny
+    assert json.loads((folder / "adapter_config.json").read_text())["base_kwargs"]["depth"] == 2
+    loaded = ra.from_pretrained(folder, base_pretrained=False)
+    assert len(loaded.blocks) == 2 and tuple(loaded.patch_embed.img_size) == (32, 32)
+    adapters = {n: p for n, p in trained.state_dict().items() if ".repadapter." in n}
+    assert adapters and all(torch.equal(loaded.state_dict()[n], p) for n, p in adapters.items())
+
+
+def test_adapter_folder_of_an_unrecordable_base_asks_for_the_model(trained, tmp_path):
+    from repadapter.files import read_adapter_file, write_adapter_file
+
+    folder = ra.save_pretrained(trained, tmp_path / "adapter")
+    described = json.loads((folder / "adapter_config.json").read_text())
+    file = read_adapter_file(folder / "adapter_model.safetensors")
+    write_adapter_file(
+        folder / "adapter_model.safetensors", file.tensors, {**file.metadata, "base_kwargs": None}
+    )
+    with pytest.raises(ra.RepAdapterError, match="could not record; build that model and pass model="):
+        ra.from_pretrained(folder, base_pretrained=False)
+    assert described["base_kwargs"] is not None
+
+
+def test_adapter_folder_fails_fast_offline_with_the_fix(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    model = ra.inject(timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=3))
+    folder = ra.save_pretrained(model, tmp_path / "adapter")
+    code = (
+        "import sys, repadapter as ra\n"
+        "try:\n    ra.from_pretrained(sys.argv[1])\nexcept ra.RepAdapterError as e:\n    print(e)"
+    )
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert "cannot be reached (offline?). Pass model=<the base model>" in run.stdout, run.stderr[-2000:]
+    assert time.monotonic() - start < 30
 
 
 def test_merged_folder_loads_with_plain_timm(trained, tmp_path):

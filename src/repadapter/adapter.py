@@ -52,6 +52,16 @@ class GroupedLinear(nn.Module):
         )
 
 
+@torch.no_grad()
+def bottleneck_affine(down: nn.Linear, up: GroupedLinear, scale: float) -> AffineMap:
+    """``x + scale * up(down(x))`` (no dropout) as an `AffineMap` in float64."""
+    up_weight = up.dense_weight().double()
+    shift = torch.zeros(up_weight.shape[0], dtype=torch.float64, device=up_weight.device)
+    if down.bias is not None and up.bias is not None:
+        shift = shift + up_weight @ down.bias.double() + up.bias.double()
+    return AffineMap(up=up_weight, down=down.weight.double(), scale=scale, shift=scale * shift)
+
+
 class RepAdapter(nn.Module):
     """``x + scale * up(dropout(down(x)))``, an exact identity when freshly made.
 
@@ -102,15 +112,9 @@ class RepAdapter(nn.Module):
             return x + self.scale * self.up.conv(self.dropout(hidden))
         return x + self.scale * self.up(self.dropout(self.down(x)))
 
-    @torch.no_grad()
     def affine(self) -> AffineMap:
         """The eval-mode map ``(I + s*U@D) x + s*(U@b_down + b_up)``, in float64."""
-        up = self.up.dense_weight().double()
-        down = self.down.weight.double()
-        shift = torch.zeros(up.shape[0], dtype=torch.float64, device=up.device)
-        if self.down.bias is not None and self.up.bias is not None:
-            shift = shift + up @ self.down.bias.double() + self.up.bias.double()
-        return AffineMap(up=up, down=down, scale=self.scale, shift=self.scale * shift)
+        return bottleneck_affine(self.down, self.up, self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}" + (", channels_first=True" if self.channels_first else "")

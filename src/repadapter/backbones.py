@@ -131,8 +131,12 @@ def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
         )
     if pretrained and name == IN_HOUSE_VIT and not (WEIGHTS_DIR / f"{IN_HOUSE_VIT}.safetensors").is_file():
         raise RepAdapterError(f"{IN_HOUSE_VIT} has no weights yet: make them with `repadapter pretrain`")
-    if pretrained and "pretrained_cfg_overlay" not in kwargs:
-        _require_downloadable(name)
+    why = pretrained_unavailable(name) if pretrained and "pretrained_cfg_overlay" not in kwargs else None
+    if why:
+        raise RepAdapterError(
+            f"the pretrained weights of {name} are not in the local cache and {why}; give a local weights "
+            "file (--checkpoint FILE) or build the model from a random init (--no-pretrained)"
+        )
     return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
@@ -145,40 +149,36 @@ _HUB_WEIGHT_FILES = (
 )
 
 
-def _require_downloadable(name: str) -> None:
-    """Fail at once, saying how to give local weights, when the pretrained weights of ``name``
-    are neither in the local cache nor reachable (offline mode, or no connection to their
-    host): not after a minute of retries and a download library's traceback."""
+def pretrained_unavailable(name: str) -> str | None:
+    """Why the pretrained weights of ``name`` cannot be had now, or None: they are neither in the
+    local cache nor reachable (offline mode, or no connection to their host within 5 s). Callers
+    fail at once with this, not after a minute of retries and a download library's traceback."""
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or cfg.file:
-        return
+        return None
     hub_id = (cfg.hf_hub_id or "").split("@")[0]
     if hub_id:
         import huggingface_hub
 
         if any(isinstance(huggingface_hub.try_to_load_from_cache(hub_id, f), str) for f in _HUB_WEIGHT_FILES):
-            return
+            return None
         url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "on", "true", "yes")
     elif isinstance(cfg.url, str) and cfg.url:
         url = cfg.url
         if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file():
-            return
+            return None
         offline = False
     else:
-        return
-    why = "HF_HUB_OFFLINE is set"
-    if not offline:
-        host = urlparse(url).hostname or url
-        try:
-            socket.create_connection((host, urlparse(url).port or 443), timeout=5).close()
-            return
-        except OSError as err:
-            why = f"{host} cannot be reached ({err})"
-    raise RepAdapterError(
-        f"the pretrained weights of {name} are not in the local cache and {why}; give a local weights "
-        "file (--checkpoint FILE) or build the model from a random init (--no-pretrained)"
-    )
+        return None
+    if offline:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(url).hostname or url
+    try:
+        socket.create_connection((host, urlparse(url).port or 443), timeout=5).close()
+    except OSError as err:
+        return f"{host} cannot be reached ({err})"
+    return None
 
 
 def create_base(
@@ -224,3 +224,37 @@ def create_base(
     if img_size is not None and isinstance(cfg, dict):
         setattr(model, "pretrained_cfg", {**cfg, "input_size": (3, img_size, img_size)})  # noqa: B010
     return model
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Base tensor shapes by name (an injected model's adapters left out)."""
+    return {n: tuple(t.shape) for n, t in model.state_dict().items() if ".repadapter." not in n}
+
+
+def constructor_kwargs(model: nn.Module, name: str, num_classes: int) -> dict[str, Any] | None:
+    """Keyword arguments with which ``create(name, num_classes=...)`` rebuilds ``model``'s
+    architecture (``{}`` for the defaults), checked by building it on the meta device; None when
+    they cannot be found (the model must then be passed to the loader)."""
+    candidates: list[dict[str, Any]] = [{}]
+    if isinstance(model, VisionTransformer):
+        embed = model.patch_embed
+        candidates.append(
+            {
+                "img_size": list(embed.img_size) if embed.img_size is not None else None,
+                "patch_size": list(embed.patch_size),
+                "in_chans": embed.proj.in_channels,
+                "embed_dim": model.embed_dim,
+                "depth": len(model.blocks),
+                "num_heads": model.blocks[0].attn.num_heads,  # type: ignore[union-attr]
+            }
+        )
+    wanted = _shapes(model)
+    for kwargs in candidates:
+        try:
+            with torch.device("meta"):
+                built = create(name, False, num_classes=num_classes, **kwargs)
+        except Exception:  # any refusal just means these are not the arguments
+            continue
+        if _shapes(built) == wanted:
+            return kwargs
+    return None

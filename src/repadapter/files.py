@@ -273,7 +273,9 @@ def read_adapter_file(path: str | os.PathLike[str]) -> AdapterFile:
     if METADATA_KEY not in header:
         raise RepAdapterError(
             f"{path} is a safetensors file but not a repadapter adapter file (its header has no "
-            f"{METADATA_KEY!r} entry); save adapters with repadapter.save_adapter"
+            f"{METADATA_KEY!r} entry); save adapters with repadapter.save_adapter. A PEFT "
+            "adapter_model.safetensors loads through PEFT: `import repadapter.peft_plugin`, then "
+            "peft.PeftModel.from_pretrained(base_model, its folder)"
         )
     try:
         metadata = json.loads(header[METADATA_KEY])

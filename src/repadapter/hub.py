@@ -18,7 +18,7 @@ from typing import Any
 from timm.models import save_for_hf
 from torch import nn
 
-from repadapter.backbones import create_base
+from repadapter.backbones import create, pretrained_unavailable
 from repadapter.errors import RepAdapterError
 from repadapter.files import read_adapter_file, read_tensor_file
 from repadapter.model import count_parameters, has_adapters, load_adapter, save_adapter
@@ -27,6 +27,13 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 MERGED_WEIGHTS = "model.safetensors"
 MERGED_CONFIG = "config.json"
+# A PEFT folder (``PeftModel.save_pretrained``) uses the same two file names; its config names a
+# ``peft_type`` and ours a ``method``. Each loader names the other one when given the wrong folder.
+LOAD_WITH = "repadapter.from_pretrained(folder) (a repadapter adapter folder, not a PEFT one)"
+PEFT_ROUTE = (
+    "it is a PEFT adapter folder (PeftModel.save_pretrained): load it with "
+    "`import repadapter.peft_plugin` then `peft.PeftModel.from_pretrained(base_model, folder)`"
+)
 
 
 def _adapter_card(
@@ -132,7 +139,9 @@ def save_pretrained(
         tmp = Path(tmp_name)
         if has_adapters(model):
             meta = read_adapter_file(save_adapter(model, tmp / ADAPTER_WEIGHTS)).metadata
-            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            # peft_type routes PEFT's loader to repadapter.peft_plugin, which then names this loader
+            described = {**meta, "peft_type": "REPADAPTER", "load_with": LOAD_WITH}
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
             card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
         else:
             architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
@@ -166,6 +175,39 @@ def _resolve(folder_or_repo_id: str | os.PathLike[str]) -> Path:
         ) from err
 
 
+def _refuse_peft_folder(folder: Path) -> None:
+    try:
+        described = json.loads((folder / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(described, dict) and "peft_type" in described and "sites" not in described:
+        raise RepAdapterError(f"{folder} is not a repadapter.save_pretrained folder: {PEFT_ROUTE}")
+
+
+def _rebuild_base(folder: Path, meta: dict[str, Any], pretrained: bool) -> nn.Module:
+    """The base model an adapter folder names, with its recorded constructor arguments."""
+    name, kwargs = meta["base_model"], meta.get("base_kwargs", {})
+    if kwargs is None:
+        raise RepAdapterError(
+            f"{folder} adapts a {name} built with constructor arguments repadapter could not record; "
+            "build that model and pass model=<the base model>"
+        )
+    why = pretrained_unavailable(name) if pretrained else None
+    if why:
+        raise RepAdapterError(
+            f"{folder} adapts {name}, whose weights are not in the local cache, and {why}: the Hub "
+            "cannot be reached (offline?). Pass model=<the base model> (e.g. built from a local "
+            "checkpoint), download the weights once online, or base_pretrained=False for random weights"
+        )
+    try:
+        return create(name, pretrained, num_classes=meta["num_classes"], **kwargs)
+    except RuntimeError as err:  # timm's strict load: the weights do not fit the recorded arguments
+        raise RepAdapterError(
+            f"the pretrained weights of {name} do not fit the base this adapter was made on ({kwargs}): "
+            f"{err}. Build the base and pass model=<the base model>, or base_pretrained=False"
+        ) from err
+
+
 def from_pretrained(
     folder_or_repo_id: str | os.PathLike[str], model: nn.Module | None = None, base_pretrained: bool = True
 ) -> nn.Module:
@@ -176,6 +218,7 @@ def from_pretrained(
     timm model.
     """
     folder = _resolve(folder_or_repo_id)
+    _refuse_peft_folder(folder)
     if (folder / ADAPTER_WEIGHTS).is_file():
         if model is None:
             meta = read_adapter_file(folder / ADAPTER_WEIGHTS).metadata
@@ -187,7 +230,7 @@ def from_pretrained(
                 )
             if not meta.get("base_model") or not isinstance(meta.get("num_classes"), int):
                 raise RepAdapterError(f"{folder} does not name its base model; pass model=<the base model>")
-            model = create_base(meta["base_model"], meta["num_classes"], pretrained=base_pretrained)
+            model = _rebuild_base(folder, meta, base_pretrained)
         return load_adapter(model, folder / ADAPTER_WEIGHTS)
     if (folder / MERGED_CONFIG).is_file() and (folder / MERGED_WEIGHTS).is_file():
         import timm

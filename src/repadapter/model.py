@@ -24,6 +24,7 @@ from torch import nn
 
 from repadapter import __version__
 from repadapter.adapter import RepAdapter
+from repadapter.backbones import constructor_kwargs
 from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import Family, SiteSpec, family_of
@@ -462,6 +463,10 @@ def _snapshot(model: nn.Module, label: str) -> AdapterFile:
     backbone = _family_names(model, family)[1]
     if backbone is not None:
         metadata["backbone_family"] = backbone
+    base, classes = _base_model_name(model), getattr(model, "num_classes", None)
+    if base and family.name.startswith("timm_") and isinstance(classes, int):
+        # what from_pretrained needs to rebuild a non-default base (depth, image size, ...)
+        metadata["base_kwargs"] = constructor_kwargs(model, base, classes)
     return AdapterFile(config=config, metadata=metadata, tensors=tensors, path=label)
 
 
