@@ -184,3 +184,21 @@ def plant(path: Path, marker: Path, archive: bool = True) -> Path:
     else:
         path.write_bytes(pickle.dumps(state))
     return path
+
+
+def tiny_hf_vit(num_labels: int):
+    """A seeded 2-layer, 64-wide Hugging Face ViTForImageClassification at 32 px."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=num_labels,
+    )
+    return transformers.ViTForImageClassification(config)

@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 import repadapter.peft_plugin as rp  # noqa: E402
 from repadapter import RepAdapterError  # noqa: E402
+from tests.fixtures import tiny_hf_vit  # noqa: E402
 
 
 def timm_vit():
@@ -17,17 +18,7 @@ def timm_vit():
 
 
 def hf_vit():
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        num_labels=3,
-    )
-    return transformers.ViTForImageClassification(config).eval()
+    return tiny_hf_vit(num_labels=3).eval()
 
 
 def randomize(model):

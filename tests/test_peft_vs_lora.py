@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 import repadapter as ra  # noqa: E402
 import repadapter.peft_plugin as rp  # noqa: E402
 from repadapter import RepAdapterError  # noqa: E402
+from tests.fixtures import tiny_hf_vit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("timm", "hf")
@@ -29,16 +30,7 @@ def build(model: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     if model == "timm":
         base = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=5)
     else:
-        config = transformers.ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            num_labels=5,
-        )
-        base = transformers.ViTForImageClassification(config)
+        base = tiny_hf_vit(num_labels=5)
     return base.to(dtype).eval()
 
 
