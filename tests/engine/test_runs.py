@@ -3,7 +3,7 @@ import yaml
 
 from repadapter import RepAdapterError
 from repadapter.engine.recipe import TrainConfig
-from repadapter.engine.runs import refuse_overwrite, resumed_config, run_folder
+from repadapter.engine.runs import finished_summary, refuse_overwrite, resumed_config, run_folder
 
 
 def started(out, **settings):
@@ -67,3 +67,20 @@ def test_resume_compares_values_not_spellings_and_workers_only_where_they_draw(t
     (plain / "config.yaml").write_text("lr: [1\n")
     with pytest.raises(RepAdapterError, match="the run's record .* is not valid YAML"):
         resumed_config(plain, {}, {})
+
+
+def test_a_finished_run_is_reused_only_for_its_own_recipe(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = TrainConfig(lr=2e-3, workers=4)
+    (run / "summary.json").write_text(json.dumps({"test_score": 0.5, "config": recorded.to_dict()}))
+    assert finished_summary(tmp_path / "none", recorded) is None
+    # the workers, device and image cache do not change results
+    assert (
+        finished_summary(run, TrainConfig(lr=2e-3, workers=0, device="cpu", data_cache="off"))["test_score"]
+        == 0.5
+    )
+    with pytest.raises(RepAdapterError, match=r"--lr 0.001 differs from the run's 0.002; --seed 1 differs"):
+        finished_summary(run, TrainConfig(seed=1))

@@ -111,6 +111,15 @@ def test_a_checkpoint_of_another_run_is_not_reused(tmp_path):
         _train(model, task, cfg, tmp_path / "run", stop_epoch=1)
 
 
+def test_a_checkpoint_of_another_recipe_is_not_continued(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
+    _fit(task, tiny_recipe(epochs=2), tmp_path / "run")
+    with pytest.raises(
+        RepAdapterError, match="was made with another recipe: --lr 0.01 differs from the run's 0.001"
+    ):
+        _fit(task, tiny_recipe(epochs=2, lr=1e-2), tmp_path / "run")
+
+
 def test_bf16_autocast_trains_and_fp16_needs_cuda(tmp_path):
     task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8))
     _, result = _fit(task, tiny_recipe(amp="bf16", epochs=2), tmp_path / "bf16")

@@ -10,7 +10,6 @@ deployed model is the vanilla architecture and must compute the same thing.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from repadapter.data.lists import TaskData
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.protocol import run_task
 from repadapter.engine.recipe import TrainConfig
+from repadapter.engine.runs import finished_summary
 from repadapter.model import load_adapter, merge
 from repadapter.tasks import logits_of, task_kind
 
@@ -51,12 +51,7 @@ def run_methods(
     rows = {}
     for variant, cfg in configs.items():
         run_dir = out_dir / variant
-        finished = run_dir / "summary.json"
-        summary = (
-            json.loads(finished.read_text())
-            if finished.exists()
-            else run_task(task, cfg, run_dir, ctx, progress=progress)
-        )
+        summary = finished_summary(run_dir, cfg) or run_task(task, cfg, run_dir, ctx, progress=progress)
         adapter = run_dir / "adapter.safetensors"
         rows[variant] = {
             "test_scores": summary["test_scores"],

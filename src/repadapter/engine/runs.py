@@ -10,6 +10,7 @@ removes what it made, so the corrected command finds no folder in its way.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,44 @@ def workers_matter(cfg: TrainConfig) -> bool:
     random numbers while loading (few-shot augmentation, video frame sampling), because each
     worker draws from its own random stream."""
     return cfg.augment == "fewshot" or cfg.task == "video"
+
+
+def changes_results(name: str, record: TrainConfig) -> bool:
+    """Whether a different value of setting ``name`` would change what a run of ``record``
+    computes (every setting but the runtime ones)."""
+    return name not in RUNTIME_SETTINGS or (name == "workers" and workers_matter(record))
+
+
+def recipe_differences(record: TrainConfig, cfg: TrainConfig) -> list[str]:
+    """Each setting of ``cfg`` that differs from ``record`` and changes results, as
+    ``--lr 0.01 differs from the run's 0.001``."""
+    return [
+        f"{_given(name, getattr(cfg, name))} differs from the run's {_recorded(name, getattr(record, name))}"
+        for name in record.to_dict()
+        if changes_results(name, record) and not _same(name, getattr(record, name), getattr(cfg, name))
+    ]
+
+
+def refuse_other_recipe(recorded: dict[str, Any], cfg: TrainConfig, what: Path) -> None:
+    """Refuse to reuse ``what`` (a finished run's summary, a checkpoint), whose ``recorded`` recipe
+    differs from ``cfg`` in a setting that changes results."""
+    differences = recipe_differences(config_of(recorded), cfg)
+    if differences:
+        raise RepAdapterError(
+            f"{what} was made with another recipe: {'; '.join(differences)}. "
+            "Give another output folder, or remove it to run again with this recipe"
+        )
+
+
+def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The summary of the finished run in ``run_dir`` if there is one, made with ``cfg``'s
+    recipe (else refused: reusing it would report another recipe's numbers)."""
+    done = run_dir / "summary.json"
+    if not done.is_file():
+        return None
+    summary: dict[str, Any] = json.loads(done.read_text())
+    refuse_other_recipe(summary.get("config", {}), cfg, done)
+    return summary
 
 
 def _flag(name: str) -> str:
@@ -125,8 +164,7 @@ def resumed_config(out: Path, given: dict[str, Any], data: dict[str, Any]) -> Tr
     ]
     for name, value in given.items():
         old = getattr(record, name)
-        runtime = name in RUNTIME_SETTINGS and not (name == "workers" and workers_matter(record))
-        if not runtime and not _same(name, old, value):
+        if changes_results(name, record) and not _same(name, old, value):
             differences.append(f"{_given(name, value)} differs from the run's {_recorded(name, old)}")
     if differences:
         raise RepAdapterError(

@@ -27,6 +27,7 @@ from repadapter.data.vtab import (
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.protocol import run_task
 from repadapter.engine.recipe import TrainConfig
+from repadapter.engine.runs import finished_summary
 from repadapter.files import atomic_write
 
 
@@ -116,9 +117,9 @@ def run_vtab(
     summaries = []
     read = {task.name: task for task in loaded}
     for name in chosen_tasks(root, tasks):
-        done = out_dir / name / "summary.json"
-        if done.is_file():
-            summaries.append(json.loads(done.read_text()))
+        done = finished_summary(out_dir / name, cfg)
+        if done is not None:
+            summaries.append(done)
             continue
         task = read[name] if name in read else load_vtab_task(root / name)
         summaries.append(run_task(task, cfg, out_dir / name, ctx, progress=progress))

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from repadapter.engine.distributed import DistContext
 from repadapter.engine.recipe import TrainConfig
+from repadapter.engine.runs import refuse_other_recipe
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write, torch_load_safely
 from repadapter.tasks import confusion, logits_of, task_kind
@@ -244,6 +245,7 @@ def fit(
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists():
         state = read_checkpoint(checkpoint)
+        refuse_other_recipe(state["config"], cfg, checkpoint)
         missing = trainable - set(state["trainable"])
         if missing or state["stop_epoch"] != stop_epoch:
             raise RepAdapterError(
