@@ -135,13 +135,13 @@ def test_resume_keeps_the_recorded_recipe_and_lets_runtime_settings_differ(finis
 
 
 def test_resume_of_a_folder_without_a_run_is_refused(tmp_path):
-    data = make_vtab_task(tmp_path, "dtd", train=8, val=4, test=4)
+    data = make_vtab_task(tmp_path / "suite", "dtd", train=8, val=4, test=4)
     missing = tmp_path / "nothing"
     refused(cli("train", "--data", f"vtab:{data}", "--out", missing, "--resume"), "does not exist")
     assert not missing.exists()
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    run = cli("vtab", "--root", tmp_path, "--out", tmp_path / "notes", "--resume", "--quiet")
+    run = cli("vtab", "--root", tmp_path / "suite", "--out", tmp_path / "notes", "--resume", "--quiet")
     refused(run, "is not a run folder (it has no config.yaml)")
     assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
 
@@ -245,14 +245,14 @@ def read_only_folder(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("place", ["file", "under_file", "read_only"])
 def test_an_out_where_nothing_can_be_written_is_refused_for_every_writing_command(tmp_path, place):
-    data = make_vtab_task(tmp_path, "dtd", train=8, val=4, test=4)
+    data = make_vtab_task(tmp_path / "suite", "dtd", train=8, val=4, test=4)
     blocker = tmp_path / "taken.txt"
     blocker.write_text("keep me")
     parent = {"file": None, "under_file": blocker, "read_only": read_only_folder(tmp_path)}[place]
     target = blocker if parent is None else parent / "out"
     commands = [
         ["train", "--data", f"vtab:{data}", *RECIPE, "--out", target],
-        ["vtab", "--root", tmp_path, *RECIPE, "--out", target],
+        ["vtab", "--root", tmp_path / "suite", *RECIPE, "--out", target],
         ["bench", "latency", "--models", "vit_tiny_patch16_224", "--out", target],
         ["data", "build", "video", "--root", target],
     ]
@@ -267,7 +267,7 @@ def test_an_out_where_nothing_can_be_written_is_refused_for_every_writing_comman
         message = refused(cli(*command))
         assert any(s in message for s in ("is a file", "cannot write in")), message
     assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "dtd",
         *(["read_only"] if place == "read_only" and os.geteuid() != 0 else []),
+        "suite",
         "taken.txt",
     ]

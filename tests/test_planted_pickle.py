@@ -117,7 +117,8 @@ def test_eval_refuses_planted_merged_weights(cli_world, tmp_path):
         "eval", "--model", IMAGE_MODEL, "--weights", weights, "--data", cli_world["data"], "--workers", "0"
     )
     assert_refused(
-        run, "merged.safetensors is a pickle (torch.save) file, not a safetensors merged model file"
+        run,
+        "merged.safetensors is a pickle (torch.save) file, not a safetensors merged checkpoint (--weights)",
     )
     assert not (tmp_path / "PWNED").exists() and not leftovers(tmp_path)
 

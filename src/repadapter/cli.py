@@ -1295,7 +1295,10 @@ def _same_place(a: Path, b: Path) -> bool:
 
 
 def _inside(inner: Path, outer: Path) -> bool:
-    """``inner`` lies in the folder ``outer`` (after resolving links and relative parts)."""
+    """``inner`` lies in the folder ``outer`` (after resolving links and relative parts); a path
+    under a file lies in no folder (writing there fails, and says so, on its own)."""
+    if outer.exists() and not outer.is_dir():
+        return False
     return inner.resolve().is_relative_to(outer.resolve()) and not _same_place(inner, outer)
 
 

@@ -76,6 +76,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (
+                all(math.isfinite(getattr(self, f.name)) for f in fields(self) if f.type == "float"),
+                "every number must be finite",
+            ),
             (self.frame_sampling in FRAME_SAMPLINGS, f"frame_sampling must be one of {FRAME_SAMPLINGS}"),
             (self.seg_eval in SEG_EVALS, f"seg_eval must be one of {SEG_EVALS}"),
             (self.num_frames is None or self.num_frames >= 1, "num_frames must be positive"),
@@ -103,13 +107,8 @@ class TrainConfig:
             (self.dim >= 1 and self.groups >= 1, "dim and groups must be positive"),
             (self.img_size is None or self.img_size >= 1, "img_size must be positive"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix must be >= 0"),
-            (
-                all(math.isfinite(getattr(self, f.name)) for f in fields(self) if f.type == "float"),
-                "every number must be finite",
-            ),
         ]
         for ok, message in checks:
             if not ok:
