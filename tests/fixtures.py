@@ -202,3 +202,35 @@ def tiny_hf_vit(num_labels: int):
         num_labels=num_labels,
     )
     return transformers.ViTForImageClassification(config)
+
+
+# A handful of real ImageNet-1k classes, by class index: tench (0) is in neither ImageNet-A nor
+# -R; 6 (n01498041) and 11 (n01531178) are in both.
+IMAGENET_CLASSES = (0, 6, 11)
+
+
+def make_imagenet_trees(root: Path, per_class: int = 3, seed: int = 0) -> dict[str, str]:
+    """ImageNet and its four test sets in their released layouts, holding the classes
+    ``IMAGENET_CLASSES`` (the -A and -R trees only those of their 200): ``{kind: --data value}``."""
+    from repadapter.data.imagenet import imagenet_synsets
+
+    rng = np.random.default_rng(seed)
+    wnids = imagenet_synsets()
+    subset = [c for c in IMAGENET_CLASSES if c != 0]
+    layouts = {
+        "imagenet": [(f"train/{wnids[c]}", c, ".JPEG") for c in IMAGENET_CLASSES]
+        + [(f"val/{wnids[c]}", c, ".JPEG") for c in IMAGENET_CLASSES],
+        "imagenet-v2": [(str(c), c, ".jpeg") for c in IMAGENET_CLASSES],
+        "imagenet-sketch": [(wnids[c], c, ".JPEG") for c in IMAGENET_CLASSES],
+        "imagenet-a": [(wnids[c], c, ".jpg") for c in subset],
+        "imagenet-r": [(wnids[c], c, ".jpg") for c in subset],
+    }
+    specs = {}
+    for kind, folders in layouts.items():
+        for folder, label, suffix in folders:
+            for i in range(per_class):
+                write_image(
+                    root / kind / folder / f"{kind}_{label}_{i}{suffix}", IMAGENET_CLASSES.index(label), rng
+                )
+        specs[kind] = f"{kind}:{root / kind}"
+    return specs

@@ -421,14 +421,14 @@ def _run_in_process_group(
 
 
 def _train(args: argparse.Namespace) -> None:
-    from repadapter.data import data_task, load_task
+    from repadapter.data import SHOT_KINDS, data_task, load_task, shots_for
     from repadapter.engine.protocol import check_run, run_task
 
     args.task = args.task or data_task(args.data)
     kind, _, where = args.data.partition(":")
     data: dict[str, object] = {"data": f"{kind}:{Path(where).resolve()}"}
-    if kind == "fewshot":
-        data.update(shots=args.shots, fewshot_seed=args.fewshot_seed)
+    if kind in SHOT_KINDS:
+        data.update(shots=shots_for(args.data, args.shots), fewshot_seed=args.fewshot_seed)
     if args.out is not None:  # the cheap checks first, where the folder is known
         _start(Path(args.out), args, data)
     task = load_task(args.data, args.shots, args.fewshot_seed)  # every list, label and image
@@ -508,6 +508,7 @@ def _load_weights(
 def _eval(args: argparse.Namespace) -> None:
     import torch
 
+    from repadapter.benchmarks.provenance import provenance, write_result
     from repadapter.data import data_task, load_task
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
@@ -517,9 +518,22 @@ def _eval(args: argparse.Namespace) -> None:
 
     if (args.adapter is None) == (args.weights is None):
         raise RepAdapterError("give exactly one of --adapter (adapter file) or --weights (merged checkpoint)")
-    task = load_task(args.data, args.shots, args.fewshot_seed)
+    _check_outputs(files=[args.json])
+    made_by = provenance()
+    # every data set's lists, labels and images, before anything is scored
+    tasks = [(spec, load_task(spec, args.shots, args.fewshot_seed, args.split)) for spec in args.data]
+    for spec, task in tasks[1:]:
+        first, first_task = tasks[0]
+        if data_task(spec) != data_task(first) or task.num_classes != first_task.num_classes:
+            raise RepAdapterError(
+                f"--data {spec} holds a {data_task(spec)} task of {task.num_classes} classes but "
+                f"--data {first} one of {first_task.num_classes}: one model scores data sets of the same "
+                "kind and classes; evaluate them in separate runs"
+            )
+    samples = {spec: task.split(args.split) for spec, task in tasks}
+    num_classes = tasks[0][1].num_classes
     cfg = resolve_config(
-        task=data_task(args.data),
+        task=data_task(args.data[0]),
         model=args.model,
         pretrained=args.pretrained and args.weights is None,
         checkpoint=args.checkpoint if args.weights is None else None,
@@ -537,19 +551,42 @@ def _eval(args: argparse.Namespace) -> None:
         weights = read_tensor_file(args.weights, "merged checkpoint (--weights)")
     ctx = distributed.setup(cfg.device)
     if args.adapter is not None:
-        model = _adapted_base(cfg, file, task.num_classes)
+        model = _adapted_base(cfg, file, num_classes)
     else:
-        model = _load_weights(kind.build_model(cfg, task.num_classes), weights, args, task.num_classes)
+        model = _load_weights(kind.build_model(cfg, num_classes), weights, args, num_classes)
     model.to(ctx.device).eval()
     prep = kind.preprocessing(model, args.normalization)
-    with torch.inference_mode():
-        scores = evaluate(model, task.split(args.split), task.num_classes, prep, cfg, ctx)
+    records = []
+    for spec, task in tasks:
+        with torch.inference_mode():
+            scores = evaluate(model, samples[spec], num_classes, prep, cfg, ctx, task.scored_classes)
+        among = f", argmax among its {len(task.scored_classes)} classes" if task.scored_classes else ""
+        shown = ", ".join(f"{name} {100 * value:.2f}%" for name, value in scores.items())
+        print(
+            f"{task.name} {args.split}: {shown} ({len(samples[spec])} samples{among}, "
+            f"normalization={args.normalization})"
+        )
+        records.append(
+            {
+                "name": task.name,
+                "data": spec,
+                "split": args.split,
+                "metric": kind.metric,
+                "score": 100 * scores[kind.metric],
+                "scores_percent": {name: 100 * value for name, value in scores.items()},
+                "samples": len(samples[spec]),
+                "scored_classes": list(task.scored_classes) or None,
+            }
+        )
     distributed.teardown()
-    shown = ", ".join(f"{name} {100 * value:.2f}%" for name, value in scores.items())
-    print(
-        f"{task.name} {args.split}: {shown} ({len(task.split(args.split))} samples, "
-        f"normalization={args.normalization})"
-    )
+    if args.json:
+        settings = {"model": args.model, "adapter": args.adapter, "weights": args.weights}
+        path = write_result(
+            args.json,
+            {"eval": {**settings, "normalization": args.normalization}, "results": records},
+            made_by,
+        )
+        print(f"wrote {path}")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -833,17 +870,27 @@ def _add_base_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+def _add_data_flags(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """``--data`` (given once, or with ``several`` once per data set) and the shots flags."""
     parser.add_argument(
         "--data",
         required=True,
-        help="vtab:<root>/<task> | fewshot:<root>/<dataset> | folder:<root> | csv:<root> (classification); "
-        "ade20k:<root> | masks:<root> (segmentation); videos:<root> (video)",
+        action="append" if several else "store",
+        help="vtab:<root>/<task> | fewshot:<root>/<dataset> | folder:<root> | csv:<root> | imagenet:<root> "
+        "(ILSVRC-2012 train/ and val/ of wnid folders) | imagenet-v2:<root> | imagenet-sketch:<root> | "
+        "imagenet-a:<root> | imagenet-r:<root> (test only) (classification); "
+        "ade20k:<root> | masks:<root> (segmentation); videos:<root> (video)"
+        + ("; give --data once per data set to score several" if several else ""),
     )
     parser.add_argument(
-        "--shots", type=int, default=1, help="few-shot data: shots per class (1, 2, 4, 8, 16)"
+        "--shots",
+        type=int,
+        help="few-shot data: shots per class (1, 2, 4, 8, 16; default 1); imagenet: training images "
+        "drawn per class (default: all)",
     )
-    parser.add_argument("--fewshot-seed", type=int, default=0, help="few-shot data: split seed (0, 1, 2)")
+    parser.add_argument(
+        "--fewshot-seed", type=int, default=0, help="few-shot data: split seed (0, 1, 2); imagenet: draw seed"
+    )
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, defaults: object, helps: dict[str, str]) -> None:
@@ -908,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="scores (accuracy; mIoU and pixel accuracy) of an adapter file or merged checkpoint"
     )
     _add_base_flags(evaluate)
-    _add_data_flags(evaluate)
+    _add_data_flags(evaluate, several=True)
     evaluate.add_argument("--adapter", help="adapter file to load onto the base model")
     evaluate.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
@@ -925,7 +972,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_non_negative, default=4, help="data-loading workers (default: %(default)s)"
     )
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    evaluate.set_defaults(func=_eval)
+    evaluate.add_argument(
+        "--json", help="also write the scores here: one record per data set (name, metric, score in percent)"
+    )
+    evaluate.set_defaults(func=_eval, reads=("data", "adapter", "weights", "checkpoint"), writes=("json",))
 
     merge_cmd = commands.add_parser(
         "merge", help="fold an adapter file into its base model and write a plain timm checkpoint"

@@ -46,7 +46,7 @@ def test_folder_and_csv_errors(tmp_path):
         load_task(f"csv:{csv_root}")
 
 
-@pytest.mark.parametrize("spec", ["cifar", "imagenet:/data", "vtab:"])
+@pytest.mark.parametrize("spec", ["cifar", "places365:/data", "vtab:"])
 def test_data_specs_must_name_a_kind_and_path(spec):
     with pytest.raises(RepAdapterError, match="is not 'kind:path'"):
         load_task(spec)

@@ -33,13 +33,15 @@ class Sample:
 class TaskData:
     """A task: its splits (``train``, ``val``, ``trainval``, ``test``; some may be missing) and
     its number of classes. A split holds `Sample` images for classification, and its kind's own
-    samples otherwise (image and mask pairs, clips)."""
+    samples otherwise (image and mask pairs, clips). ``scored_classes``, when given, are the
+    only classes the data holds (ImageNet-A and -R): predictions are the argmax over these."""
 
     name: str
     num_classes: int
     splits: dict[str, list[Any]]
     group: str | None = None
     class_names: tuple[str, ...] = field(default=())
+    scored_classes: tuple[int, ...] = field(default=())
 
     def split(self, name: str) -> list[Any]:
         if name not in self.splits:

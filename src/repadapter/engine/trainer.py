@@ -12,7 +12,7 @@ import json
 import random
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from repadapter.engine.runs import refuse_other_recipe
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write, torch_load_safely
 from repadapter.tasks import confusion, logits_of, task_kind
+from repadapter.tasks.base import restrict
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = {"epoch", "stop_epoch", "trainable", "optimizer", "scaler", "rng", "history", "evaluations"}
@@ -101,9 +102,11 @@ def evaluate(
     prep: dict[str, Any],
     cfg: TrainConfig,
     ctx: DistContext,
+    classes: Sequence[int] = (),
 ) -> dict[str, float]:
     """The task kind's scores on ``samples`` (its metric among them), from one confusion matrix
-    summed over the processes, each taking every world_size-th sample."""
+    summed over the processes, each taking every world_size-th sample. ``classes``, when given,
+    are the only classes predicted (the argmax over their logits: ImageNet-A and -R)."""
     kind = task_kind(cfg.task)
     shard = kind.eval_dataset(samples[ctx.rank :: ctx.world_size], prep, cfg)
     # a dataset of inputs of different sizes (sliding-window segmentation) brings its own collate
@@ -116,6 +119,8 @@ def evaluate(
         for inputs, targets in loader:
             inputs = inputs.to(ctx.device)
             logits = kind.predict(model, inputs) if kind.predict else logits_of(model(inputs))
+            if classes:
+                logits = restrict(logits, classes)
             matrix += confusion(logits, targets, num_classes)
     model.train(was_training)
     summed = ctx.all_sum([float(v) for v in matrix.flatten().tolist()])

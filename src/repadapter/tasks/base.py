@@ -57,6 +57,15 @@ def logits_of(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits
 
 
+def restrict(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """``logits`` with every class outside ``classes`` at minus infinity (along dim 1), so that
+    the argmax falls among ``classes``."""
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[list(classes)] = True
+    shape = [1, -1] + [1] * (logits.dim() - 2)
+    return logits.masked_fill(~keep.view(shape), float("-inf"))
+
+
 def confusion(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(num_classes, num_classes) int64 counts of (target, argmax over dim 1) pairs; works for
     (N, C) logits with (N,) targets and (N, C, H, W) logits with (N, H, W) targets."""
