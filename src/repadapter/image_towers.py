@@ -230,7 +230,7 @@ def _open_clip(
     except RuntimeError as err:  # a strict load of weights for another architecture
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RepAdapterError(f"cannot load the weights of {name} from {checkpoint or tag}: {first}") from err
-    tower = add_drop_path(clip.visual, drop_path, *_LAYERS["open_clip"])
+    tower: Any = add_drop_path(clip.visual, drop_path, *_LAYERS["open_clip"])
     size = tuple(int(s) for s in tower.image_size)
     _refuse_size(name, img_size, size[0] if size[0] == size[1] else -1)
     model = TowerClassifier(tower, int(tower.output_dim), num_classes)
