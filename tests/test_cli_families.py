@@ -6,8 +6,12 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from repadapter.backbones import create_base
 from repadapter.files import read_adapter_file
+from repadapter.model import load_adapter
+from repadapter.tasks import logits_of
 from tests.fixtures import make_image_folder, run_cli
 
 COMMON = ["--device", "cpu", "--workers", "0"]
@@ -90,20 +94,25 @@ def test_every_family_trains_merges_evaluates_exports_and_predicts(family, tmp_p
 
     merged = tmp_path / "merged.safetensors"
     _ok(run_cli("merge", *model, "--adapter", adapter, "--out", merged))
-    weights_model = [m for m in model if m not in model[2:]]  # the merged file holds every tensor
-    before = _ok(run_cli("eval", *data, *model, "--adapter", adapter, *COMMON)).stdout.splitlines()[0]
-    after = _ok(run_cli("eval", *data, *weights_model, "--weights", merged, *COMMON)).stdout.splitlines()[0]
-    assert before == after and "%" in before  # the merged model scores as the adapted one
+    # the merged file holds every tensor: no --checkpoint to rebuild it
+    weights_model = [m for m in model if m not in model[2:]]
+    score = json.loads((run / "summary.json").read_text())["test_score"]
+    after = _ok(run_cli("eval", *data, *weights_model, "--weights", merged, *COMMON)).stdout
+    assert f"{100 * score:.2f}%" in after.splitlines()[0]  # the merged model scores as the adapted one
+    checkpoint = model[3] if len(model) > 2 else None
+    adapted = load_adapter(create_base(model[1], 2, checkpoint=checkpoint), adapter).eval()
+    plain = create_base(model[1], 2, pretrained=False).eval()
+    plain.load_state_dict(load_file(merged), strict=True)  # the architecture the name builds, vanilla
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (logits_of(plain(x)) - logits_of(adapted(x))).abs().max() <= 1e-4
 
     onnx = tmp_path / "model.onnx"
     out = _ok(run_cli("export", *model, "--adapter", adapter, "--onnx", onnx)).stdout
     assert onnx.is_file() and "max |delta logits|" in out
 
+    predictions = tmp_path / "predictions.csv"
     images = tmp_path / "data" / "test"
-    by_adapter, by_weights = tmp_path / "a.csv", tmp_path / "w.csv"
-    _ok(run_cli("predict", *model, "--adapter", adapter, "--images", images, "--out", by_adapter))
-    _ok(run_cli("predict", *weights_model, "--weights", merged, "--images", images, "--out", by_weights))
-    a, w = _rows(by_adapter), _rows(by_weights)
-    assert len(a) == 8 and [r["class_1"] for r in a] == [r["class_1"] for r in w]
-    for x, y in zip(a, w, strict=True):
-        assert float(x["prob_1"]) == pytest.approx(float(y["prob_1"]), abs=1e-5)
+    _ok(run_cli("predict", *model, "--adapter", adapter, "--images", images, "--out", predictions))
+    rows = _rows(predictions)
+    assert len(rows) == 8 and all(0 < float(r["prob_1"]) <= 1 for r in rows)

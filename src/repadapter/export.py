@@ -43,18 +43,24 @@ def export_onnx(
     model = model.eval().cpu()
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes about Python control flow in timm
-            torch.onnx.export(
-                model,
-                (_example(2, input_size, 0),),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            )
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        # nn.MultiheadAttention's fused inference kernel (open_clip's attention) has no ONNX form
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes about Python control flow in timm
+                torch.onnx.export(
+                    model,
+                    (_example(2, input_size, 0),),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["images"],
+                    output_names=["logits"],
+                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                )
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
     path = atomic_write(path, write)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
