@@ -147,7 +147,17 @@ def _hf_image(
         size = int(config.image_size)
         _refuse_size(name, img_size, size)
         if pretrained:
-            model = cls.from_pretrained(source, config=config, ignore_mismatched_sizes=not clip)
+            model, info = cls.from_pretrained(
+                source, config=config, ignore_mismatched_sizes=not clip, output_loading_info=True
+            )
+            # a new classifier is expected; any other tensor left at its random init is not
+            left = [str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", [])]
+            left = [k for k in [*info.get("missing_keys", []), *left] if not k.startswith("classifier.")]
+            if left:
+                raise RepAdapterError(
+                    f"{name} does not hold every weight of a {cls.__name__} (missing or of another shape: "
+                    f"{', '.join(sorted(left)[:4])}); give a checkpoint of that architecture"
+                )
         else:
             model = cls.from_config(config) if not clip else cls(config)
     except pickle.UnpicklingError as err:  # transformers reads .bin files with weights_only=True
