@@ -91,3 +91,29 @@ def test_a_checkpoint_that_does_not_fill_the_model_is_refused(tmp_path):
     save_file({k: v for k, v in state.items() if "layer.1." not in k and "layers.1." not in k}, str(weights))
     with pytest.raises(RepAdapterError, match="does not hold every weight of a .*1"):
         create_base(f"hf:{tmp_path / 'vit'}", 3)
+
+
+def test_merge_rebuilds_the_recorded_backbone_or_refuses(tmp_path, capsys):
+    """The adapter file's backbone record works for hf: names: another checkpoint in the same
+    folder is refused, naming the model to rebuild."""
+    import repadapter as ra
+    from repadapter.cli import main
+
+    folder = tmp_path / "vit"
+    torch.manual_seed(0)
+    transformers.ViTModel(transformers.ViTConfig(**SHAPE, intermediate_size=64)).save_pretrained(folder)
+    name = f"hf:{folder}"
+    torch.manual_seed(0)  # as training seeds before it builds the base
+    model = ra.perturb_adapters(ra.inject(create_base(name, 2)))
+    record = {"model": name, "img_size": None, "pretrained": True, "checkpoint": None, "seed": 0}
+    ra.save_adapter(model, tmp_path / "adapter.safetensors", backbone=record)
+    merge = ["merge", "--model", name, "--adapter", str(tmp_path / "adapter.safetensors")]
+    assert main([*merge, "--out", str(tmp_path / "a.safetensors")]) == 0
+
+    torch.manual_seed(1)
+    transformers.ViTModel(transformers.ViTConfig(**SHAPE, intermediate_size=64)).save_pretrained(folder)
+    assert main([*merge, "--out", str(tmp_path / "b.safetensors")]) == 2
+    assert f"trained on another backbone than the one these flags build; rebuild it with --model {name}" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "b.safetensors").exists()
