@@ -65,3 +65,27 @@ def test_offline_without_cached_weights_is_refused_before_any_download(monkeypat
     ):
         create_base("resnet18", num_classes=3)
     create_base("resnet18", num_classes=3, pretrained=False)  # a random init needs no weights
+
+
+def test_timm_local_dir_and_hub_names_are_timm_names(monkeypatch, tmp_path):
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    from repadapter.backbones import create_base
+
+    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    saved = timm.create_model("vit_tiny_patch16_224", num_classes=3, **args)
+    save_for_hf(saved, str(tmp_path / "vit"), model_args=args, safe_serialization=True)
+    model = create_base(f"local-dir:{tmp_path / 'vit'}", num_classes=5)
+    assert model.num_classes == 5 and len(model.blocks) == 1  # the folder's architecture, a new head
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, saved.blocks[0].attn.qkv.weight)
+    with pytest.raises(RepAdapterError, match=r"local-dir:\S*missing: \S*missing is not a timm model folder"):
+        create_base(f"local-dir:{tmp_path / 'missing'}", num_classes=5)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)  # an empty cache
+    with pytest.raises(
+        RepAdapterError, match="hf-hub:org/vit: its config is not in the local Hugging Face cache"
+    ):
+        create_base("hf-hub:org/vit", num_classes=5)

@@ -34,6 +34,8 @@ from repadapter.files import refuse_pickle, torch_load_safely, unreadable_safete
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 IN_HOUSE_VIT = "vit_tiny6_patch4_32.fmnist"
+TIMM_LOCAL = "local-dir:"  # timm's own prefixes: a folder with config.json and weights, a Hub repo
+TIMM_HUB = "hf-hub:"
 CHECKPOINT_FIX = "Give a state dict saved as .safetensors (or a plain torch.save of tensors)."
 
 default_cfgs = generate_default_cfgs(
@@ -123,11 +125,26 @@ def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes)  # type: ignore[operator]
         return model
-    if not timm.is_model(name.split(".")[0]):
+    if name.startswith(TIMM_LOCAL):
+        folder = Path(name[len(TIMM_LOCAL) :])
+        if not (folder / "config.json").is_file():
+            raise RepAdapterError(
+                f"{name}: {folder} is not a timm model folder (it has no config.json); write one with "
+                "repadapter.hub.save_pretrained(model, folder) or timm's save_for_hf"
+            )
+    elif name.startswith(TIMM_HUB):
+        why = hub_unavailable(name[len(TIMM_HUB) :], ("config.json",))
+        if why:
+            raise RepAdapterError(
+                f"{name}: its config is not in the local Hugging Face cache and {why}; give a local folder "
+                "(local-dir:<folder>)"
+            )
+    elif not timm.is_model(name.split(".")[0]):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:6]
         raise RepAdapterError(
             f"unknown model {name!r}; timm names look like {close or ['vit_base_patch16_224']}"
-            f" (timm.list_models() lists them all; packaged: {', '.join(PACKAGED)})"
+            f" (timm.list_models() lists them all; packaged: {', '.join(PACKAGED)}); other --model forms: "
+            "local-dir:<folder>, hf-hub:<repo>, hf:<folder or hub id>, open_clip:<arch>[@tag]"
         )
     if pretrained and name == IN_HOUSE_VIT and not (WEIGHTS_DIR / f"{IN_HOUSE_VIT}.safetensors").is_file():
         raise RepAdapterError(f"{IN_HOUSE_VIT} has no weights yet: make them with `repadapter pretrain`")
@@ -153,26 +170,41 @@ def pretrained_unavailable(name: str) -> str | None:
     """Why the pretrained weights of ``name`` cannot be had now, or None: they are neither in the
     local cache nor reachable (offline mode, or no connection to their host within 5 s). Callers
     fail at once with this, not after a minute of retries and a download library's traceback."""
+    if name.startswith(TIMM_HUB):
+        return hub_unavailable(name[len(TIMM_HUB) :], ("config.json", *_HUB_WEIGHT_FILES))
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or cfg.file:
         return None
     hub_id = (cfg.hf_hub_id or "").split("@")[0]
     if hub_id:
-        import huggingface_hub
+        return hub_unavailable(hub_id, _HUB_WEIGHT_FILES)
+    if isinstance(cfg.url, str) and cfg.url:
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file():
+            return None
+        return unreachable(cfg.url)
+    return None
 
-        if any(isinstance(huggingface_hub.try_to_load_from_cache(hub_id, f), str) for f in _HUB_WEIGHT_FILES):
-            return None
-        url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "on", "true", "yes")
-    elif isinstance(cfg.url, str) and cfg.url:
-        url = cfg.url
-        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file():
-            return None
-        offline = False
-    else:
+
+def hub_unavailable(repo_id: str, files: tuple[str, ...]) -> str | None:
+    """Why Hugging Face Hub repository ``repo_id`` cannot be read now, or None: it is reachable,
+    or one of ``files`` is in the local cache (of those that are required, the first listed
+    must be, when it is a config file)."""
+    import huggingface_hub
+
+    def cached(file: str) -> bool:
+        return isinstance(huggingface_hub.try_to_load_from_cache(repo_id, file), str)
+
+    config_ok = not files[0].endswith(".json") or cached(files[0])
+    weights = files[1:] if files[0].endswith(".json") else files
+    if config_ok and (not weights or any(cached(f) for f in weights)):
         return None
-    if offline:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "on", "true", "yes"):
         return "HF_HUB_OFFLINE is set"
+    return unreachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
+def unreachable(url: str) -> str | None:
+    """Why ``url``'s host cannot be reached within 5 s, or None."""
     host = urlparse(url).hostname or url
     try:
         socket.create_connection((host, urlparse(url).port or 443), timeout=5).close()
@@ -193,11 +225,22 @@ def create_base(
     (``checkpoint``, read through timm's own pretrained-loading path, which drops a
     classifier of another size), or random init. ``img_size`` builds it at another input size
     (timm resamples a ViT's position embeddings when it loads the weights). Video models
-    (VideoMAE names, ``hf:<folder or hub id>``) come from `repadapter.video_backbones`."""
+    (VideoMAE names, ``hf:`` VideoMAE checkpoints) come from `repadapter.video_backbones`, Hugging
+    Face image models (``hf:<folder or hub id>``) and open_clip ones (``open_clip:<arch>``) from
+    `repadapter.image_towers`; timm takes the rest, ``local-dir:<folder>`` and ``hf-hub:<repo>``
+    too."""
+    from repadapter.image_towers import HF_PREFIX, create_image_tower, hf_model_type, is_image_tower
     from repadapter.video_backbones import create_video_model, is_video_model
 
+    if name.startswith(HF_PREFIX):
+        model_type = hf_model_type(name[len(HF_PREFIX) :], fetch=True)
+        if model_type == "videomae":
+            return create_video_model(name, num_classes, pretrained, checkpoint, drop_path, img_size)
+        return create_image_tower(name, num_classes, pretrained, checkpoint, drop_path, img_size, model_type)
     if is_video_model(name):
         return create_video_model(name, num_classes, pretrained, checkpoint, drop_path, img_size)
+    if is_image_tower(name):
+        return create_image_tower(name, num_classes, pretrained, checkpoint, drop_path, img_size)
     kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_path_rate": drop_path}
     if checkpoint is not None:
         if not Path(checkpoint).is_file():

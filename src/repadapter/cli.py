@@ -754,6 +754,18 @@ def _load_snippet(
 
     from repadapter.backbones import PACKAGED
 
+    load = [
+        f"model.load_state_dict(safetensors.torch.load_file({str(file)!r}), strict=True)",
+        "model.eval()",
+    ]
+    if ":" in name:  # local-dir:, hf-hub:, hf:, open_clip: names are read the way repadapter reads them
+        size = f", img_size={img_size}" if img_size else ""
+        return [
+            "import safetensors.torch",
+            "from repadapter.backbones import create_base",
+            f"model = create_base({name!r}, {num_classes}, pretrained=False{size})",
+            *load,
+        ]
     arch = PACKAGED[name].architecture if name in PACKAGED else name
     lines = ["import safetensors.torch, timm"]
     if timm.models.model_entrypoint(arch.split(".")[0]).__module__.startswith("repadapter."):
@@ -763,8 +775,7 @@ def _load_snippet(
     return [
         *lines,
         f"model = timm.create_model({arch!r}, num_classes={num_classes}{size})",
-        f"model.load_state_dict(safetensors.torch.load_file({str(file)!r}), strict=True)",
-        "model.eval()",
+        *load,
     ]
 
 
@@ -857,7 +868,12 @@ def _non_negative(text: str) -> int:
 
 
 def _add_base_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="timm model name of the base model")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="the base model: a timm name (also local-dir:<folder>, hf-hub:<repo>), hf:<folder or hub id> "
+        "(Hugging Face ViT, DINOv2, CLIP vision, VideoMAE) or open_clip:<arch or config.json>[@tag]",
+    )
     parser.add_argument(
         "--pretrained",
         action=argparse.BooleanOptionalAction,

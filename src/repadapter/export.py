@@ -15,6 +15,7 @@ from torch import nn
 
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write
+from repadapter.tasks.base import logits_of
 
 
 def _check_deployable(model: nn.Module) -> None:
@@ -42,25 +43,31 @@ def export_onnx(
     model = model.eval().cpu()
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes about Python control flow in timm
-            torch.onnx.export(
-                model,
-                (_example(2, input_size, 0),),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            )
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        # nn.MultiheadAttention's fused inference kernel (open_clip's attention) has no ONNX form
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes about Python control flow in timm
+                torch.onnx.export(
+                    model,
+                    (_example(2, input_size, 0),),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["images"],
+                    output_names=["logits"],
+                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                )
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
     path = atomic_write(path, write)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = _example(3, input_size, 1)
     (logits,) = session.run(None, {"images": images.numpy()})
     with torch.inference_mode():
-        return (torch.from_numpy(logits) - model(images)).abs().max().item()
+        return (torch.from_numpy(logits) - logits_of(model(images))).abs().max().item()
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike[str], input_size: tuple[int, int]) -> float:

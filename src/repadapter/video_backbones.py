@@ -68,8 +68,14 @@ _IN_HOUSE_CONFIG: dict[str, Any] = {
 
 
 def is_video_model(name: str) -> bool:
-    """Whether ``name`` is one of the video backbones `create_video_model` builds."""
-    return name.startswith(HF_PREFIX) or name.split(".")[0] == IN_HOUSE_VIDEO
+    """Whether ``name`` is one of the video backbones `create_video_model` builds: the in-house
+    VideoMAE, or an ``hf:`` checkpoint whose config says ``videomae`` (or whose config is not
+    local yet: `repadapter.backbones.create_base` reads it before it builds)."""
+    if name.startswith(HF_PREFIX):
+        from repadapter.image_towers import hf_model_type
+
+        return hf_model_type(name[len(HF_PREFIX) :]) in (None, "videomae")
+    return name.split(".")[0] == IN_HOUSE_VIDEO
 
 
 def _transformers() -> Any:
@@ -92,28 +98,36 @@ class DropPathHook:
     def __init__(self, rate: float) -> None:
         self.rate = rate
 
-    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
         if not module.training or self.rate == 0.0:
             return output
+        if isinstance(output, tuple):  # an attention module's (output, weights)
+            return (self(module, inputs, output[0]), *output[1:])
         keep = 1.0 - self.rate
         mask = output.new_empty((output.shape[0],) + (1,) * (output.ndim - 1)).bernoulli_(keep)
         return output * mask / keep
 
 
-def add_drop_path(model: nn.Module, rate: float) -> nn.Module:
-    """Stochastic depth on each VideoMAE layer's attention branch (``attention``'s output) and
-    MLP branch (``output.dropout``'s output, before the residual add), rising linearly from 0
-    in the first layer to ``rate`` in the last, as timm does."""
+def add_drop_path(
+    model: nn.Module,
+    rate: float,
+    layer_class: str = VIDEOMAE_LAYER,
+    branches: tuple[str, str] = ("attention", "output.dropout"),
+) -> nn.Module:
+    """Stochastic depth on each ``layer_class`` layer's two residual branches, the outputs of
+    its submodules ``branches`` (for VideoMAE and ViT: ``attention``'s output and the MLP's
+    ``output.dropout``, before the residual add), rising linearly from 0 in the first layer to
+    ``rate`` in the last, as timm does."""
     if not 0.0 <= rate < 1.0:
         raise RepAdapterError(f"drop_path must be in [0, 1), got {rate}")
     if rate == 0.0:
         return model
-    layers: list[Any] = [m for m in model.modules() if is_instance_of(m, VIDEOMAE_LAYER)]
+    layers: list[Any] = [m for m in model.modules() if is_instance_of(m, layer_class)]
     for i, layer in enumerate(layers):
         layer_rate = rate * i / max(len(layers) - 1, 1)
         if layer_rate > 0:
-            layer.attention.register_forward_hook(DropPathHook(layer_rate))
-            layer.output.dropout.register_forward_hook(DropPathHook(layer_rate))
+            for branch in branches:
+                layer.get_submodule(branch).register_forward_hook(DropPathHook(layer_rate))
     return model
 
 

@@ -15,6 +15,7 @@ from repadapter.families import (
     timm_resnet,
     timm_swin,
     timm_vit,
+    tower_classifier,
 )
 from repadapter.families.base import Family, SiteSpec, family_of, register_family
 
@@ -33,4 +34,5 @@ __all__ = [
     "timm_resnet",
     "timm_swin",
     "timm_vit",
+    "tower_classifier",
 ]
