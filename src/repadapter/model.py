@@ -184,18 +184,24 @@ def _unfold_host(host: nn.Module, affine: AffineMap) -> None:
         unfold_from(_consumer_projections(site), site.bias_sink, affine, site.path)
 
 
+# A site's input norm -> weak references to its latest input and output (kept off the module,
+# so that nothing of a forward pass is deep-copied or pickled with the model).
+_NORM_IO: weakref.WeakKeyDictionary[nn.Module, tuple[weakref.ref[torch.Tensor], weakref.ref[torch.Tensor]]]
+_NORM_IO = weakref.WeakKeyDictionary()
+
+
 def _remember_norm_io(norm: nn.Module, args: tuple[Any, ...], output: Any) -> None:
     """Forward hook on a site's input norm: its latest input and output, by weak reference."""
     tensors = bool(args) and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
     if tensors and torch.is_grad_enabled():
-        norm.__dict__["repadapter_norm_io"] = (weakref.ref(args[0]), weakref.ref(output))
+        _NORM_IO[norm] = (weakref.ref(args[0]), weakref.ref(output))
 
 
 def _watch_norm(norm: nn.Module, watch: bool) -> None:
     hooks = norm._forward_hooks
     for key in [key for key, hook in hooks.items() if hook is _remember_norm_io]:
         del hooks[key]
-    norm.__dict__.pop("repadapter_norm_io", None)
+    _NORM_IO.pop(norm, None)
     if watch:
         norm.register_forward_hook(_remember_norm_io)
 
@@ -208,7 +214,7 @@ def _norm_of(host: nn.Module, x: Any) -> tuple[nn.Module, torch.Tensor] | None:
         return None
     if torch.is_autocast_enabled(x.device.type):  # backward would recompute outside autocast
         return None
-    refs = norm.__dict__.get("repadapter_norm_io")
+    refs = _NORM_IO.get(norm)
     if refs is None or refs[1]() is not x:
         return None
     source = refs[0]()
