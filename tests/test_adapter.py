@@ -96,3 +96,36 @@ def test_indivisible_groups_are_refused(kwargs, message):
     args = {"in_features": 32, "dim": 8, **kwargs}
     with pytest.raises(RepAdapterError, match=message):
         RepAdapter(**args)
+
+
+def _down_grads(adapter, norm, x, recompute):
+    """Gradients of the adapter, the norm and the input through ``adapter(norm(x))``."""
+    for param in [*adapter.parameters(), *norm.parameters(), x]:
+        param.grad = None
+    torch.manual_seed(0)  # the same dropout mask both ways
+    y = norm(x)
+    adapter(y, (norm, x) if recompute else None).pow(2).sum().backward()
+    return [p.grad.clone() for p in [*adapter.parameters(), *norm.parameters(), x]]
+
+
+def test_an_adapter_after_a_norm_recomputes_its_input_with_the_same_gradients():
+    adapter = randomized(RepAdapter(16, dim=4, groups=2, dropout=0.3)).train()
+    norm = torch.nn.LayerNorm(16)
+    randomized(norm)  # non-zero weight and bias
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    expected = _down_grads(adapter, norm, x, recompute=False)
+    for got, want in zip(_down_grads(adapter, norm, x, recompute=True), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("change", ["norm weight", "norm input"])
+def test_changing_what_the_recomputation_reads_in_place_is_an_error(change):
+    adapter = randomized(RepAdapter(16, dim=4, groups=2)).train()
+    norm = torch.nn.LayerNorm(16)
+    x = torch.randn(2, 5, 16).requires_grad_()
+    source = x * 1.0  # a non-leaf, so it may be changed in place
+    out = adapter(norm(source), (norm, source)).sum()
+    with torch.no_grad():
+        (norm.weight if change == "norm weight" else source).add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward()

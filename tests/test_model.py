@@ -223,6 +223,18 @@ def test_injected_models_deepcopy_and_pickle():
             assert max_diff(merged(x), expected) <= TOL
 
 
+def test_a_trained_model_pickles_and_merge_or_unload_leave_no_hook_behind():
+    """Adapters after a norm watch that norm's forward (to recompute their input in backward);
+    nothing of a training step stays on the model, and the watch goes with the adapters."""
+    model = adapted("vit_small_no_qkv_bias").train()
+    model(input_for(model)).pow(2).mean().backward()
+    assert model.blocks[0].norm1._forward_hooks
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model)), model):
+        assert clone.blocks[0].norm1._forward_hooks
+        bare = ra.model.unload(clone) if clone is model else ra.merge(clone)
+        assert not any(module._forward_hooks for module in bare.modules())
+
+
 def test_sites_without_any_bias_home_get_bias_free_adapters_and_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="built bias-free so that merging stays exact"):
         model = ra.inject(build_vit("vit_res_post_norm"))

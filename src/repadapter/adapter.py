@@ -8,6 +8,8 @@ into the linear layer that reads it (see `repadapter.fold`). On channels-first f
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -62,6 +64,46 @@ def bottleneck_affine(down: nn.Linear, up: GroupedLinear, scale: float) -> Affin
     return AffineMap(up=up_weight, down=down.weight.double(), scale=scale, shift=scale * shift)
 
 
+class _DownFromNorm(torch.autograd.Function):
+    """``down(y)`` where ``y = norm(x)``: backward recomputes ``y`` from ``x`` instead of keeping it.
+
+    The norm keeps ``x`` for its own backward anyway, so the adapter adds no ``N x D`` tensor to
+    what autograd saves. ``x``, ``down``'s weight and the norm's parameters are saved through
+    autograd, so changing any of them in place before backward is autograd's usual error, never a
+    gradient of other values. The norm is recomputed with its own ``forward`` (no hooks), which
+    gives ``y`` bit for bit: same input, same parameters, no randomness.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        norm: nn.Module,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        *norm_params: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.norm = norm
+        ctx.save_for_backward(x, weight, *norm_params)
+        return nn.functional.linear(y, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, weight, *norm_params = ctx.saved_tensors
+        needs_y, _, _, needs_weight, needs_bias = ctx.needs_input_grad[:5]
+        grad_y = grad @ weight if needs_y else None
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_weight = grad_bias = None
+        if needs_weight:
+            with torch.no_grad():
+                y = type(ctx.norm).forward(ctx.norm, x)
+            grad_weight = rows.T @ y.reshape(-1, y.shape[-1])
+        if needs_bias:
+            grad_bias = rows.sum(0)
+        return (grad_y, None, None, grad_weight, grad_bias, *(None for _ in norm_params))
+
+
 class RepAdapter(nn.Module):
     """``x + scale * up(dropout(down(x)))``, an exact identity when freshly made.
 
@@ -106,11 +148,21 @@ class RepAdapter(nn.Module):
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: tuple[nn.Module, torch.Tensor] | None = None) -> torch.Tensor:
+        """``norm``: the norm that made ``x`` and its input, when ``x`` is that norm's output;
+        backward then recomputes ``x`` from the input the norm keeps instead of keeping ``x``
+        too (same gradients, one ``N x D`` tensor fewer saved per site)."""
         if self.channels_first:
             hidden = nn.functional.conv2d(x, self.down.weight[..., None, None], self.down.bias)
             return x + self.scale * self.up.conv(self.dropout(hidden))
-        return x + self.scale * self.up(self.dropout(self.down(x)))
+        if norm is None:
+            hidden = self.down(x)
+        else:
+            module, source = norm
+            hidden = _DownFromNorm.apply(
+                x, source, module, self.down.weight, self.down.bias, *module.parameters()
+            )
+        return x + self.scale * self.up(self.dropout(hidden))
 
     def affine(self) -> AffineMap:
         """The eval-mode map ``(I + s*U@D) x + s*(U@b_down + b_up)``, in float64."""

@@ -15,6 +15,7 @@ import inspect
 import os
 import re
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -58,6 +59,7 @@ class _Site:
     output: bool = False
     channels_first: bool = False
     not_foldable: str | None = None
+    input_norm: nn.Module | None = None  # the norm whose output is the host's input (SiteSpec.bias_sink)
 
     def describe(self) -> dict[str, Any]:
         sink = "consumer" if self.bias_sink is None else "norm"
@@ -94,7 +96,8 @@ def _adapted_class(base_cls: type[nn.Module]) -> type[nn.Module]:
         if _site_of(self).output:
             return _adapter(self)(base_cls.forward(self, *args, **kwargs))
         x = args[0] if args else kwargs[first]
-        y = _adapter(self)(x)  # also where the same tensor comes again (attention's key and value)
+        # also where the same tensor comes again (attention's key and value)
+        y = _adapter(self)(x, _norm_of(self, x))
         args = tuple(y if arg is x else arg for arg in args)
         kwargs = {key: y if arg is x else arg for key, arg in kwargs.items()}
         return base_cls.forward(self, *args, **kwargs)
@@ -181,7 +184,47 @@ def _unfold_host(host: nn.Module, affine: AffineMap) -> None:
         unfold_from(_consumer_projections(site), site.bias_sink, affine, site.path)
 
 
+# A site's input norm -> weak references to its latest input and output (kept off the module,
+# so that nothing of a forward pass is deep-copied or pickled with the model).
+_NORM_IO: weakref.WeakKeyDictionary[nn.Module, tuple[weakref.ref[torch.Tensor], weakref.ref[torch.Tensor]]]
+_NORM_IO = weakref.WeakKeyDictionary()
+
+
+def _remember_norm_io(norm: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    """Forward hook on a site's input norm: its latest input and output, by weak reference."""
+    tensors = bool(args) and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
+    if tensors and torch.is_grad_enabled():
+        _NORM_IO[norm] = (weakref.ref(args[0]), weakref.ref(output))
+
+
+def _watch_norm(norm: nn.Module, watch: bool) -> None:
+    hooks = norm._forward_hooks
+    for key in [key for key, hook in hooks.items() if hook is _remember_norm_io]:
+        del hooks[key]
+    _NORM_IO.pop(norm, None)
+    if watch:
+        norm.register_forward_hook(_remember_norm_io)
+
+
+def _norm_of(host: nn.Module, x: Any) -> tuple[nn.Module, torch.Tensor] | None:
+    """The site's input norm and that norm's input, when ``x`` is exactly that norm's latest
+    output and backward will want the adapter's input; otherwise None (the adapter keeps ``x``)."""
+    norm = _site_of(host).input_norm
+    if norm is None or not torch.is_grad_enabled() or not isinstance(x, torch.Tensor):
+        return None
+    if torch.is_autocast_enabled(x.device.type):  # backward would recompute outside autocast
+        return None
+    refs = _NORM_IO.get(norm)
+    if refs is None or refs[1]() is not x:
+        return None
+    source = refs[0]()
+    return None if source is None else (norm, source)
+
+
 def _remove_adapter(host: nn.Module) -> None:
+    site = _site_of(host)
+    if site.input_norm is not None:
+        _watch_norm(site.input_norm, watch=False)
     del host.repadapter
     del host.__dict__["repadapter_site"]
     host.__class__ = type(host).__bases__[0]
@@ -246,10 +289,13 @@ def _plan(model: nn.Module, family: Family, config: RepAdapterConfig) -> list[_S
                 f"groups={config.groups} does not divide the width {width} at {spec.host}; "
                 "pick groups that divide both dim and the model width"
             )
+        input_norm = None
+        if spec.bias_sink and not spec.channels_first:
+            input_norm = model.get_submodule(spec.bias_sink)
         sites.append(
             _Site(
                 spec.host, host, spec.consumers, sink, width, bias,
-                norms, spec.output, spec.channels_first, spec.not_foldable,
+                norms, spec.output, spec.channels_first, spec.not_foldable, input_norm,
             )
         )  # fmt: skip
     return sites
@@ -317,6 +363,8 @@ def inject(model: nn.Module, config: RepAdapterConfig | None = None) -> nn.Modul
         site.host.__class__ = _adapted_class(type(site.host))
         site.host.repadapter = adapter
         site.host.__dict__["repadapter_site"] = site
+        if site.input_norm is not None:
+            _watch_norm(site.input_norm, watch=True)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trained or f".{ADAPTER_ATTR}." in name)
     model.__dict__["repadapter_config"] = config

@@ -105,3 +105,48 @@ def test_checkpointed_model_merges_to_the_same_vanilla_model(case):
 def test_a_model_without_a_switch_is_refused_with_the_fix():
     with pytest.raises(RepAdapterError, match="without --grad-checkpointing"):
         set_grad_checkpointing(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def _input_norms(model):
+    from repadapter.model import _adapted_hosts, _site_of
+
+    return [_site_of(host).input_norm for _, host in _adapted_hosts(model) if _site_of(host).input_norm]
+
+
+def _without_recomputation(model):
+    """The same model with every adapter keeping its own input, as before adapters recomputed
+    it from what their input norm keeps."""
+    from repadapter.model import _watch_norm
+
+    for norm in _input_norms(model):
+        _watch_norm(norm, watch=False)
+    return model
+
+
+@pytest.mark.parametrize("case", SWITCHABLE, ids=[c.id for c in SWITCHABLE])
+def test_recomputing_adapter_inputs_from_the_norm_keeps_gradients(case):
+    recomputing, x = _adapted(case)
+    keeping = _without_recomputation(copy.deepcopy(recomputing))
+    grads, saved = _step(case, recomputing, x)
+    grads_kept, saved_kept = _step(case, keeping, x)
+    assert grads.keys() == grads_kept.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_kept[name], rtol=1e-5, atol=1e-6, msg=name)
+    # less where some adapter reads a norm's output (not on CNNs, nor on ConvNeXt's channels-first maps)
+    assert saved < saved_kept if _input_norms(recomputing) else saved == saved_kept
+
+
+def test_repadapter_saves_activations_within_5_percent_of_the_floor():
+    from repadapter.benchmarks.training import VARIANTS
+    from repadapter.engine.recipe import TrainConfig
+    from repadapter.methods import method
+
+    def saved(prepare):
+        torch.manual_seed(0)
+        model = prepare(timm.create_model("vit_tiny6_patch4_32", num_classes=10)).train()
+        x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        return saved_activation_bytes(model, lambda: model(x).pow(2).mean())
+
+    floor = saved(VARIANTS["floor"])
+    adapted = saved(lambda model: method("repadapter").prepare(model, TrainConfig(), 1.0))
+    assert floor < adapted <= 1.05 * floor
