@@ -29,7 +29,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from repadapter.errors import RepAdapterError
+from repadapter.errors import RepAdapterError, first_line
 from repadapter.files import refuse_pickle, torch_load_safely, unreadable_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -259,9 +259,8 @@ def create_base(
     except RuntimeError as err:  # timm's strict load: the weights are for another architecture
         if isinstance(err.__cause__, pickle.UnpicklingError):  # timm's weights_only=True refused it
             raise refuse_pickle(checkpoint or name, CHECKPOINT_FIX) from err
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RepAdapterError(
-            f"cannot load the weights of {name} from {checkpoint or 'the hub'}: {first}"
+            f"cannot load the weights of {name} from {checkpoint or 'the hub'}: {first_line(err)}"
         ) from err
     cfg = getattr(model, "pretrained_cfg", None)
     if img_size is not None and isinstance(cfg, dict):

@@ -590,12 +590,10 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from safetensors import SafetensorError, safe_open
-
     from repadapter.data.transforms import eval_transform, preprocessing
     from repadapter.engine import distributed
     from repadapter.engine.recipe import resolve_config
-    from repadapter.files import read_tensor_file
+    from repadapter.files import read_tensor_file_with_metadata
     from repadapter.predict import list_images, predict_images, read_class_names, write_predictions
     from repadapter.tasks import task_kind
 
@@ -607,11 +605,8 @@ def _predict(args: argparse.Namespace) -> None:
         if kind != "classification":
             raise RepAdapterError(f"{args.adapter} is a {kind} adapter; predict handles image classifiers")
     else:
-        try:
-            with safe_open(args.weights, framework="pt") as f:
-                recorded = (f.metadata() or {}).get("num_classes", "")
-        except (SafetensorError, OSError) as err:
-            raise RepAdapterError(f"{args.weights} is not a readable safetensors file: {err}") from err
+        header, weights = read_tensor_file_with_metadata(args.weights, "merged checkpoint (--weights)")
+        recorded = header.get("num_classes", "")
         if not recorded.isdigit():
             raise RepAdapterError(
                 f"{args.weights} does not record its number of classes; give a checkpoint written by "
@@ -619,7 +614,6 @@ def _predict(args: argparse.Namespace) -> None:
             )
         num_classes = int(recorded)
         cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
-        weights = read_tensor_file(args.weights, "merged model file")
         model = _load_weights(
             task_kind("classification").build_model(cfg, num_classes), weights, args, num_classes
         )

@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from repadapter.config import RepAdapterConfig
-from repadapter.errors import RepAdapterError
+from repadapter.errors import RepAdapterError, first_line
 
 METADATA_KEY = "repadapter"
 FORMAT_VERSION = 1
@@ -193,9 +193,8 @@ def torch_load_safely(path: str | os.PathLike[str], fix: str) -> Any:
     except pickle.UnpicklingError as err:
         raise refuse_pickle(path, fix) from err
     except Exception as err:  # zip, EOF and format errors come in many types
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RepAdapterError(
-            f"cannot read {path} ({reason}): it is damaged or not a PyTorch file. {fix}"
+            f"cannot read {path} ({first_line(err)}): it is damaged or not a PyTorch file. {fix}"
         ) from err
 
 
@@ -218,10 +217,9 @@ def unreadable_safetensors(
             f"{path} is a pickle (torch.save) file, not a safetensors {what}; repadapter does not "
             f"unpickle it, since that could run code. {hint}"
         )
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     return RepAdapterError(
         f"{path} is not a readable {what}: it is truncated, corrupted or not in safetensors format "
-        f"({reason}). {hint}"
+        f"({first_line(err)}). {hint}"
     )
 
 
@@ -239,10 +237,18 @@ def _read_safetensors(path: Path, what: str, hint: str) -> tuple[dict[str, str],
     return header, tensors
 
 
+def read_tensor_file_with_metadata(
+    path: str | os.PathLike[str], what: str = "tensor file"
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header metadata and the tensors of a safetensors file (a merged model, trained
+    weights), checked finite; any problem is a `RepAdapterError` naming the file. Nothing in a
+    safetensors file runs code."""
+    return _read_safetensors(Path(path), what, "Give a .safetensors file written by repadapter or timm.")
+
+
 def read_tensor_file(path: str | os.PathLike[str], what: str = "tensor file") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (a merged model, trained weights), checked finite; any
-    problem is a `RepAdapterError` naming the file. Nothing in a safetensors file runs code."""
-    return _read_safetensors(Path(path), what, "Give a .safetensors file written by repadapter or timm.")[1]
+    """The tensors of `read_tensor_file_with_metadata`."""
+    return read_tensor_file_with_metadata(path, what)[1]
 
 
 @dataclass(frozen=True)

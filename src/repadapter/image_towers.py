@@ -25,7 +25,7 @@ from torch import nn
 
 from repadapter.backbones import CHECKPOINT_FIX, hub_unavailable
 from repadapter.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from repadapter.errors import RepAdapterError
+from repadapter.errors import RepAdapterError, first_line
 from repadapter.families.tower_classifier import TowerClassifier
 from repadapter.files import refuse_pickle
 from repadapter.video_backbones import _transformers, add_drop_path
@@ -238,8 +238,9 @@ def _open_clip(
     except pickle.UnpicklingError as err:
         raise refuse_pickle(str(checkpoint or name), CHECKPOINT_FIX) from err
     except RuntimeError as err:  # a strict load of weights for another architecture
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RepAdapterError(f"cannot load the weights of {name} from {checkpoint or tag}: {first}") from err
+        raise RepAdapterError(
+            f"cannot load the weights of {name} from {checkpoint or tag}: {first_line(err)}"
+        ) from err
     tower: Any = add_drop_path(clip.visual, drop_path, *_LAYERS["open_clip"])
     size = tuple(int(s) for s in tower.image_size)
     _refuse_size(name, img_size, size[0] if size[0] == size[1] else -1)

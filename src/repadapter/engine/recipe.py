@@ -18,7 +18,7 @@ from repadapter.config import ALL_PLACEMENTS
 from repadapter.data.cache import CACHE_MODES
 from repadapter.data.transforms import NORMALIZATIONS
 from repadapter.data.video import SAMPLINGS as FRAME_SAMPLINGS
-from repadapter.errors import RepAdapterError
+from repadapter.errors import RepAdapterError, first_line
 
 SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")
@@ -187,7 +187,7 @@ def read_settings(path: str | os.PathLike[str], what: str = "config file") -> di
             "write one 'setting: value' per line"
         ) from err
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RepAdapterError(f"{what} {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        raise RepAdapterError(f"{what} {path} is not valid YAML: {first_line(err)}") from err
     if not isinstance(loaded, dict):
         raise RepAdapterError(f"{what} {path} must hold a mapping of setting: value")
     known = {f.name: f for f in fields(TrainConfig)}

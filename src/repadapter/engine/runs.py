@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from repadapter.engine.recipe import TrainConfig, config_of, read_settings
-from repadapter.errors import RepAdapterError
+from repadapter.errors import RepAdapterError, first_line
 from repadapter.files import atomic_write
 
 RECIPE_FILE = "config.yaml"
@@ -133,9 +133,7 @@ def _read_data_record(out: Path) -> dict[str, Any]:
     try:
         record = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RepAdapterError(
-            f"{path} is damaged ({str(err).splitlines()[0]}); it cannot be resumed"
-        ) from err
+        raise RepAdapterError(f"{path} is damaged ({first_line(err)}); it cannot be resumed") from err
     if not isinstance(record, dict):
         raise RepAdapterError(f"{path} is damaged (not a mapping); it cannot be resumed")
     return record
