@@ -63,7 +63,7 @@ def cli_world(tmp_path_factory):
     for the packaged image and video models (``image``, ``video``), which eval, merge and export
     rebuild with their weights."""
     import repadapter as ra
-    from repadapter.backbones import create_base
+    from repadapter.families.factory import create_base
     from tests.fixtures import IMAGE_MODEL, VIDEO_MODEL, make_vtab_task
 
     root = tmp_path_factory.mktemp("world")

@@ -96,7 +96,7 @@ def make_csv_folder(root: Path, labels: tuple[str, ...] = ("cat", "dog"), per_cl
 
 def tiny_recipe(**overrides):
     """A recipe that trains a 32-pixel ViT-Tiny on the fixture trees in seconds."""
-    from repadapter.engine.recipe import TrainConfig
+    from repadapter.training.config import TrainConfig
 
     settings = dict(
         model="vit_tiny_patch16_224",
@@ -212,7 +212,7 @@ IMAGENET_CLASSES = (0, 6, 11)
 def make_imagenet_trees(root: Path, per_class: int = 3, seed: int = 0) -> dict[str, str]:
     """ImageNet and its four test sets in their released layouts, holding the classes
     ``IMAGENET_CLASSES`` (the -A and -R trees only those of their 200): ``{kind: --data value}``."""
-    from repadapter.data.imagenet import imagenet_synsets
+    from repadapter.training.data.imagenet import imagenet_synsets
 
     rng = np.random.default_rng(seed)
     wnids = imagenet_synsets()

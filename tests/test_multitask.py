@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import repadapter as ra
-from repadapter.benchmarks.switch import measure_switch
 from repadapter.multitask import (
     active_adapter,
     adapter_names,
@@ -13,6 +12,7 @@ from repadapter.multitask import (
     set_active_adapter,
     switch_adapter,
 )
+from repadapter_lab.benchmarks.switch import measure_switch
 from tests.conftest import build_vit, input_for
 
 

@@ -79,7 +79,15 @@ def test_the_core_never_imports_peft():
     import subprocess
     import sys
 
-    modules = "repadapter, repadapter.cli, repadapter.engine.protocol, repadapter.hub, repadapter.export"
+    modules = ", ".join(
+        [
+            "repadapter",
+            "repadapter.cli",
+            "repadapter.training.protocol",
+            "repadapter.tuner.hub",
+            "repadapter.export.formats",
+        ]
+    )
     code = f"import sys, {modules}; print('peft' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "False", run.stderr

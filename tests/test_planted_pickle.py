@@ -138,8 +138,8 @@ def test_a_planted_adapter_file_is_refused(cli_world, tmp_path, command):
 
 
 def test_the_library_readers_refuse_planted_files(tmp_path):
-    from repadapter.engine.trainer import read_checkpoint
     from repadapter.files import read_adapter_file, read_tensor_file
+    from repadapter.training.trainer import read_checkpoint
 
     marker = tmp_path / "PWNED"
     planted = plant(tmp_path / "planted.safetensors", marker)

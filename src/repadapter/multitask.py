@@ -15,11 +15,20 @@ from typing import Any, cast
 
 from torch import nn
 
-from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import family_of
 from repadapter.files import AdapterFile, read_adapter_file
-from repadapter.model import _load, _snapshot, adapter_config, inject, load_adapter, merge, unload, unmerge
+from repadapter.tuner.config import RepAdapterConfig
+from repadapter.tuner.model import (
+    _load,
+    _snapshot,
+    adapter_config,
+    inject,
+    load_adapter,
+    merge,
+    unload,
+    unmerge,
+)
 
 DEFAULT = "default"
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import repadapter as ra
-from repadapter.benchmarks.support import nudge
+from repadapter_lab.benchmarks.support import nudge
 
 TOL = 1e-5
 VISION = {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16}

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import repadapter as ra
-from repadapter.benchmarks.support import _mixed_net
+from repadapter_lab.benchmarks.support import _mixed_net
 from tests.conftest import build_vit
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 import repadapter as ra
-from repadapter.benchmarks.support import _hf
 from repadapter.families import SiteSpec, family_of
+from repadapter_lab.benchmarks.support import _hf
 
 pytest.importorskip("transformers")
 
@@ -47,7 +47,7 @@ def test_a_model_saved_and_loaded_with_from_pretrained_merges_to_its_vanilla_cla
     """The user's path: <Class>.from_pretrained(<local folder or hub id>), adapt, merge, reload."""
     import torch
 
-    from repadapter.benchmarks.support import _hf_forward
+    from repadapter_lab.benchmarks.support import _hf_forward
 
     _hf(kind, (32, 32)).save_pretrained(tmp_path / "base")
     cls = type(_hf(kind, (32, 32)))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import repadapter as ra
-from repadapter.benchmarks.support import nudge
 from repadapter.families import family_of
+from repadapter_lab.benchmarks.support import nudge
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import repadapter as ra
-from repadapter.benchmarks.support import _open_clip
 from repadapter.families import family_of
+from repadapter_lab.benchmarks.support import _open_clip
 
 pytest.importorskip("open_clip")
 

@@ -1,9 +1,9 @@
-"""The support matrix (repadapter.benchmarks.support): every family x placement x groups x input
+"""The support matrix (repadapter_lab.benchmarks.support): every family x placement x groups x input
 size, merged vs unmerged, strict load into the vanilla model, parameter count, unmerge, reload."""
 
 import pytest
 
-from repadapter.benchmarks.support import TOL, UNMERGE_TOL, check, matrix
+from repadapter_lab.benchmarks.support import TOL, UNMERGE_TOL, check, matrix
 
 pytest.importorskip("open_clip")
 pytest.importorskip("transformers")

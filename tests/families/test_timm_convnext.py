@@ -5,8 +5,8 @@ import timm
 import torch
 
 import repadapter as ra
-from repadapter.benchmarks.support import TINY_CONVNEXT, nudge
 from repadapter.families import family_of
+from repadapter_lab.benchmarks.support import TINY_CONVNEXT, nudge
 
 
 def convnext(**kwargs):

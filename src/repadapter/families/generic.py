@@ -2,7 +2,7 @@
 
 Each named layer gets its own adapter on its input, inside the layer's own forward, so no
 other layer can see the adapted input: the placement is foldable by construction as long as
-the layer is one an adapter folds into (`repadapter.fold.projection`: nn.Linear, nn.Conv2d
+the layer is one an adapter folds into (`repadapter.layers.fold.projection`: nn.Linear, nn.Conv2d
 with groups=1, nn.MultiheadAttention with a fused in-projection). Anything else a pattern
 matches is refused by name. Layers that share an input (separate q, k, v) get one adapter
 each; a model family (``placement=``) gives them one shared adapter instead.
@@ -16,7 +16,7 @@ from torch import nn
 
 from repadapter.errors import RepAdapterError
 from repadapter.families.base import Family, SiteSpec, timm_classifier_prefixes
-from repadapter.fold import projection
+from repadapter.layers.fold import projection
 
 
 def _matches(pattern: str, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Adapter sites in a `repadapter.tasks.segmentation.Segmenter`: its backbone's own.
+"""Adapter sites in a `repadapter.training.tasks.segmentation.Segmenter`: its backbone's own.
 
 The sites are those of the backbone's family (timm ViT, Swin, ...), every path under
 ``backbone.``; the decode head is the head that trains. A Segmenter is recognised by its class
@@ -11,11 +11,11 @@ import dataclasses
 
 from torch import nn
 
-from repadapter.config import ALL_PLACEMENTS
 from repadapter.errors import RepAdapterError
 from repadapter.families.base import Family, SiteSpec, family_of, is_instance_of, register_family
+from repadapter.tuner.config import ALL_PLACEMENTS
 
-SEGMENTER_CLASS = "repadapter.tasks.segmentation.Segmenter"
+SEGMENTER_CLASS = "repadapter.training.tasks.segmentation.Segmenter"
 BACKBONE = "backbone"
 
 

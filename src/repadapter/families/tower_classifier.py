@@ -1,6 +1,6 @@
 """A classifier made of a vision tower that has no head of its own (a Hugging Face CLIP vision
 model, an open_clip image tower) and a linear head on its pooled embedding: what
-``hf:<CLIP folder>`` and ``open_clip:<arch>`` build for a task (`repadapter.image_towers`).
+``hf:<CLIP folder>`` and ``open_clip:<arch>`` build for a task (`repadapter.families.towers`).
 
 Its adapters go where the tower's own family puts them; the head trains as a classifier.
 """

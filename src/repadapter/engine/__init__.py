@@ -1,1 +1,0 @@
-"""The training engine: recipe, training loop, selection protocol, VTAB suite."""

@@ -1,0 +1,20 @@
+"""RepAdapter as a method: `repadapter.tuner.model.inject` with the run's adapter settings."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from repadapter.training.config import TrainConfig
+from repadapter.training.methods.base import Method
+from repadapter.tuner.config import RepAdapterConfig
+from repadapter.tuner.model import inject, merge
+
+
+def _repadapter(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
+    adapter = RepAdapterConfig(
+        dim=cfg.dim, groups=cfg.groups, scale=scale, dropout=cfg.dropout, placement=cfg.placement
+    )
+    return inject(model, adapter)
+
+
+REPADAPTER = Method("repadapter", "RepAdapter (placement from --placement)", _repadapter, True, merge)

@@ -1,0 +1,267 @@
+"""Model selection for one task, and the run it reports.
+
+Honest protocol (default, needs a validation split): for each candidate scale, train on
+``train`` and evaluate ``val`` every ``eval_every`` epochs and at the end; the best
+(scale, epoch) on val wins; retrain on ``trainval`` with that scale for that many epochs of
+the same schedule; evaluate ``test`` once. ``--selection test`` reproduces the official
+code's protocol instead: train on ``trainval``, evaluate ``test`` every ``eval_every``
+epochs, report the best test accuracy. ``--selection none`` trains on ``trainval`` for the
+full schedule at the one scale given and evaluates ``test`` once: the cheapest honest run.
+Every output says which protocol made it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from repadapter.errors import RepAdapterError
+from repadapter.files import atomic_write, save_tensor_file
+from repadapter.training.activations import set_grad_checkpointing
+from repadapter.training.config import SCALE_CANDIDATES, TrainConfig
+from repadapter.training.data.lists import TaskData
+from repadapter.training.data.vtab import VTAB_TASKS, paper_scale
+from repadapter.training.distributed import DistContext
+from repadapter.training.methods import method
+from repadapter.training.tasks import task_kind
+from repadapter.training.trainer import (
+    FitResult,
+    GlobalBatchSampler,
+    check_amp,
+    evaluate,
+    fit,
+    seed_everything,
+)
+from repadapter.tuner.model import count_parameters, has_adapters, save_adapter
+
+HONEST = "validation-selected: scale and epoch chosen on val, retrained on train+val, test evaluated once"
+SELECT_ON_TEST = (
+    "SELECT-ON-TEST (official RepAdapter protocol): best test accuracy over evaluations every "
+    "{every} epochs; optimistic, not a held-out estimate"
+)
+FINAL_EPOCH = "final epoch: no selection, trained on train+val for the full schedule, test evaluated once"
+
+
+def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
+    """The scales a run tries: the search set, the official value, or the one given (one
+    placeholder for methods without a scale)."""
+    if not method(cfg.method).scaled:
+        return [0.0]
+    if cfg.scale == "auto":
+        return list(SCALE_CANDIDATES)
+    if cfg.scale == "paper":
+        base = task.name if task.name in VTAB_TASKS else None
+        if base is None:
+            raise RepAdapterError(
+                f"--scale paper needs a VTAB-1k task (official values exist only for those); "
+                f"{task.name!r} is not one. Use --scale auto or a number."
+            )
+        return [paper_scale(base, cfg.placement)]
+    return [float(cfg.scale)]
+
+
+def build_model(cfg: TrainConfig, num_classes: int, scale: float) -> nn.Module:
+    """The task kind's base model from its source (hub, package, local file, or random init),
+    made ready to train by the run's method."""
+    model = method(cfg.method).prepare(task_kind(cfg.task).build_model(cfg, num_classes), cfg, scale)
+    return set_grad_checkpointing(model) if cfg.grad_checkpointing else model
+
+
+def _eval_epochs(cfg: TrainConfig, stop: int) -> set[int]:
+    return {e for e in range(cfg.eval_every, stop + 1, cfg.eval_every)} | {stop}
+
+
+def _run(
+    cfg: TrainConfig,
+    task: TaskData,
+    scale: float,
+    train: str,
+    evals: dict[str, str],
+    run_dir: Path,
+    ctx: DistContext,
+    stop_epoch: int | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, FitResult, dict[str, Any]]:
+    seed_everything(cfg.seed)
+    model = build_model(cfg, task.num_classes, scale)
+    prep = task_kind(cfg.task).preprocessing(model, cfg.normalization)
+    stop = stop_epoch or cfg.epochs
+    result = fit(
+        model,
+        task.num_classes,
+        task.split(train),
+        {k: task.split(v) for k, v in evals.items()},
+        _eval_epochs(cfg, stop),
+        cfg,
+        prep,
+        ctx,
+        run_dir,
+        stop_epoch=stop,
+        progress=progress,
+    )
+    return model, result, prep
+
+
+def backbone_source(cfg: TrainConfig) -> dict[str, Any]:
+    """Where a run's base model comes from, as its adapter file records it: the model name and
+    input size, pretrained weights or a local file, and the seed a random init (or a head that
+    is not trained) was drawn with."""
+    return {
+        "model": cfg.model,
+        "img_size": cfg.img_size,
+        "pretrained": cfg.pretrained or cfg.checkpoint is not None,
+        "checkpoint": cfg.checkpoint,
+        "seed": cfg.seed,
+    }
+
+
+def _selection(task: TaskData, cfg: TrainConfig, scales: list[float]) -> str:
+    """How ``run_task`` selects: ``"test"`` (on test), ``"val"`` (on val) or ``"final"`` (no
+    selection: the full schedule at the one scale)."""
+    if cfg.selection == "test":
+        return "test"
+    if cfg.selection == "val" and "val" in task.splits:
+        return "val"
+    if len(scales) > 1:
+        raise RepAdapterError(
+            f"task {task.name}: --selection {cfg.selection} without a validation split cannot choose "
+            "a scale; give --scale <number>, use --selection val with a val split, or --selection test"
+        )
+    return "final"
+
+
+def _final_split(task: TaskData) -> str:
+    return "trainval" if "trainval" in task.splits else "train"
+
+
+def check_run(task: TaskData, cfg: TrainConfig, ctx: DistContext, build: bool = True) -> None:
+    """Refuse now what would stop `run_task` later: the scale and selection, each training split
+    against the global batch, the test split, fp16 without CUDA, and (``build``) the model and
+    method, built once and dropped."""
+    scales = candidate_scales(task, cfg)
+    selection = _selection(task, cfg, scales)
+    trains = {"test": ["trainval"], "val": ["train", "trainval"], "final": [_final_split(task)]}[selection]
+    for split in trains:
+        GlobalBatchSampler(len(task.split(split)), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
+    task.split("test")
+    check_amp(cfg, ctx.device)
+    if build:
+        build_model(cfg, task.num_classes, scales[0])
+
+
+def save_trained(model: nn.Module, path: Path) -> None:
+    """The trained tensors of a method without adapters (a head, or every weight), atomically."""
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    save_tensor_file(path, {k: v for k, v in model.state_dict().items() if k in trained})
+
+
+def run_task(
+    task: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
+) -> dict[str, Any]:
+    """Select, train and test on ``task``; write ``summary.json`` and ``adapter.safetensors``
+    (``trained.safetensors`` for methods without adapters)."""
+    from repadapter.provenance import provenance
+
+    out_dir = Path(out_dir)
+    kind = task_kind(cfg.task)
+    scales = candidate_scales(task, cfg)
+    search: list[dict[str, Any]] = []
+    selection = _selection(task, cfg, scales)
+    if selection == "test":
+        protocol = SELECT_ON_TEST.format(every=cfg.eval_every)
+        best_test: tuple[float, int, float, nn.Module, FitResult, dict[str, Any]] | None = None
+        for scale in scales:
+            model, result, prep = _run(
+                cfg,
+                task,
+                scale,
+                "trainval",
+                {"test": "test"},
+                out_dir / f"scale_{scale:g}",
+                ctx,
+                progress=progress,
+            )
+            epoch, score = max(result.evaluations["test"], key=lambda es: es[1])
+            search.append(
+                {"scale": scale, "best_epoch": epoch, "test_score": score, "evaluations": result.evaluations}
+            )
+            if best_test is None or score > best_test[2]:
+                best_test = (scale, epoch, score, model, result, prep)
+        assert best_test is not None  # scales is never empty
+        scale, epoch, best_score, model, result, prep = best_test
+        test_scores = {kind.metric: best_score}
+        note = (
+            "adapter saved from the last epoch of the best scale's run; its reported epoch was picked on test"
+        )
+    elif selection == "val":
+        protocol = HONEST
+        best_val: tuple[float, int, float] | None = None
+        for scale in scales:
+            _, result, _ = _run(
+                cfg,
+                task,
+                scale,
+                "train",
+                {"val": "val"},
+                out_dir / f"search_scale_{scale:g}",
+                ctx,
+                progress=progress,
+            )
+            epoch, score = max(result.evaluations["val"], key=lambda es: (es[1], -es[0]))
+            search.append(
+                {"scale": scale, "best_epoch": epoch, "val_score": score, "evaluations": result.evaluations}
+            )
+            if best_val is None or score > best_val[2]:
+                best_val = (scale, epoch, score)
+        assert best_val is not None  # scales is never empty
+        scale, epoch, _ = best_val
+        model, result, prep = _run(
+            cfg, task, scale, "trainval", {}, out_dir / "final", ctx, stop_epoch=epoch, progress=progress
+        )
+        test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
+        note = "adapter saved from the final run"
+    else:
+        protocol = FINAL_EPOCH
+        scale, epoch = scales[0], cfg.epochs
+        model, result, prep = _run(
+            cfg, task, scale, _final_split(task), {}, out_dir / "final", ctx, progress=progress
+        )
+        test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
+        note = "adapter saved from the final run"
+
+    counts = count_parameters(model)
+    summary = {
+        "task": task.name,
+        "group": task.group,
+        "task_kind": cfg.task,
+        "protocol": protocol,
+        "metric": kind.metric,
+        "test_score": test_scores[kind.metric],
+        "test_scores": test_scores,
+        "method": cfg.method,
+        "scale": scale if method(cfg.method).scaled else None,
+        "epoch": epoch,
+        "search": search,
+        "trained_params": counts.trainable,
+        "adapter_params": counts.adapter,
+        "backbone_params": counts.backbone,
+        "trained_percent_of_backbone": 100 * counts.trainable / counts.backbone,
+        "wall_seconds": result.wall_seconds,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "preprocessing": prep,
+        "note": note,
+        "config": cfg.to_dict(),
+        "world_size": ctx.world_size,
+    }
+    if ctx.is_main:
+        if has_adapters(model):
+            save_adapter(model, out_dir / "adapter.safetensors", backbone=backbone_source(cfg))
+        else:
+            save_trained(model, out_dir / "trained.safetensors")
+        text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"
+        atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
+    ctx.barrier()
+    return summary
