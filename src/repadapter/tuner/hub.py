@@ -19,6 +19,7 @@ from timm.models import save_for_hf
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families import family_named
 from repadapter.families.factory import create, pretrained_unavailable
 from repadapter.files import read_adapter_file, read_tensor_file
 from repadapter.tuner.model import count_parameters, has_adapters, load_adapter, save_adapter
@@ -44,7 +45,7 @@ def _adapter_card(
     config = meta["config"]
     base = meta.get("base_model")
     family = meta.get("family", "timm_vit")
-    from_timm = family.startswith("timm_")
+    from_timm = family_named(family).library == "timm"
     hub_id = f"timm/{base}" if from_timm and base else base
     # A consumer "" is the site's host layer itself (CNN sites fold into the conv they wrap).
     layers = sorted(
@@ -222,7 +223,7 @@ def from_pretrained(
     if (folder / ADAPTER_WEIGHTS).is_file():
         if model is None:
             meta = read_adapter_file(folder / ADAPTER_WEIGHTS).metadata
-            if not str(meta.get("family", "timm_")).startswith("timm_"):
+            if family_named(str(meta.get("family", "timm_vit"))).library != "timm":
                 base = meta.get("base_model") or "base not recorded"
                 raise RepAdapterError(
                     f"{folder} adapts a {meta['family']} model ({base}), which repadapter cannot build "
