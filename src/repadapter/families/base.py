@@ -93,11 +93,16 @@ def register_family(family: Family, recognised: bool = True) -> Family:
     return family
 
 
+def find_family(model: nn.Module) -> Family | None:
+    """The registered family of ``model``, or None."""
+    return next((family for family in _FAMILIES.values() if family.matches(model)), None)
+
+
 def family_of(model: nn.Module) -> Family:
     """The registered family of ``model``, or an error listing the supported ones."""
-    for family in _FAMILIES.values():
-        if family.matches(model):
-            return family
+    family = find_family(model)
+    if family is not None:
+        return family
     supported = "; ".join(f"{f.name}: {f.description}" for f in _FAMILIES.values())
     raise RepAdapterError(
         f"repadapter does not support models of type {type(model).__module__}."
@@ -118,10 +123,8 @@ def family_named(name: str) -> Family:
 def head_of(model: nn.Module) -> tuple[str, ...]:
     """The module names of ``model``'s head: its family's `Family.head_prefixes`; for a model
     of no registered family, the classifier timm records in its ``pretrained_cfg``, if any."""
-    for family in _FAMILIES.values():
-        if family.matches(model):
-            return family.head_prefixes(model)
-    return recorded_classifier(model)
+    family = find_family(model)
+    return family.head_prefixes(model) if family is not None else recorded_classifier(model)
 
 
 def task_of(model_or_family: nn.Module | str) -> str:
@@ -129,7 +132,7 @@ def task_of(model_or_family: nn.Module | str) -> str:
     ``"classification"`` for a model of no registered family."""
     if isinstance(model_or_family, str):
         return family_named(model_or_family).task
-    family = next((f for f in _FAMILIES.values() if f.matches(model_or_family)), None)
+    family = find_family(model_or_family)
     return family.task if family is not None else "classification"
 
 

@@ -19,7 +19,7 @@ from timm.models import save_for_hf
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families import family_named
+from repadapter.families import family_named, find_family
 from repadapter.families.factory import create, pretrained_unavailable
 from repadapter.files import read_adapter_file, read_tensor_file
 from repadapter.tuner.model import count_parameters, has_adapters, load_adapter, save_adapter
@@ -145,6 +145,13 @@ def save_pretrained(
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
             card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
         else:
+            family = find_family(model)
+            if family is not None and family.library != "timm":
+                raise RepAdapterError(
+                    f"save_pretrained saves merged timm models as timm Hub folders; this is a {family.name} "
+                    f"model ({family.description}), which timm cannot load: save it with its own library, "
+                    "or save the adapter before merging"
+                )
             architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
             if not architecture:
                 raise RepAdapterError(
