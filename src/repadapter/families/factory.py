@@ -12,6 +12,10 @@ builder makes it (the builders import nothing from here):
 frames): training, evaluation and the command line call it. `create` is the layer below for
 timm names: ``timm.create_model`` with timm's own keyword arguments, plus the packaged names
 and clear errors for unknown names and missing weights.
+
+Task kinds build on `create_base`: a segmentation model is a
+`repadapter.training.tasks.segmentation.Segmenter` around ``create_base(name, 0)`` (that task's
+``create_segmenter``); the video task calls the video builder, which refuses image names.
 """
 
 from __future__ import annotations
