@@ -16,7 +16,7 @@ from typing import Any, cast
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families import family_of
+from repadapter.families import head_of
 from repadapter.files import AdapterFile, read_adapter_file
 from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.model import (
@@ -53,7 +53,7 @@ def _set_num_classes(model: nn.Module, num_classes: int, fresh: bool = False) ->
     not ``fresh``), on the device and dtype it had."""
     if getattr(model, "num_classes", None) == num_classes and not fresh:
         return
-    heads = family_of(model).head_prefixes(model)
+    heads = head_of(model)
     ref = next(p for p in model.get_submodule(heads[0]).parameters())
     cast(Any, model).reset_classifier(num_classes)  # timm models have it; others get an AttributeError
     for head in heads:

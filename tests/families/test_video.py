@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import repadapter as ra
+import repadapter.tuner.model
 from repadapter import RepAdapterError
+from repadapter.families.building import add_drop_path
 from repadapter.families.factory import create
-from repadapter.families.video import add_drop_path, create_video_model, is_video_model
+from repadapter.families.video import VIDEOMAE_BRANCHES, VIDEOMAE_LAYER, create_video_model, is_video_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -79,7 +81,7 @@ def test_inflated_state_loads_strictly_and_records_a_timm_like_cfg(inflated):
     assert fresh.pretrained_cfg["tag"] is None
     adapted = ra.inject(create_video_model("videomae_tiny6_patch4_32.fmnist", 4), ra.RepAdapterConfig(dim=2))
     assert adapted.classifier.out_features == 4
-    assert ra.model._base_model_name(adapted) == "videomae_tiny6_patch4_32.fmnist"
+    assert repadapter.tuner.model._base_model_name(adapted) == "videomae_tiny6_patch4_32.fmnist"
 
 
 def test_other_sizes_frames_and_checkpoints(tmp_path, image_vit):
@@ -133,4 +135,4 @@ def test_drop_path_drops_whole_branches_in_training_only():
     assert not model.videomae.encoder.layer[0].attention._forward_hooks  # rate rises from 0
     pickle.loads(pickle.dumps(model))
     with pytest.raises(RepAdapterError, match="drop_path"):
-        add_drop_path(model, 1.0)
+        add_drop_path(model, 1.0, VIDEOMAE_LAYER, VIDEOMAE_BRANCHES)

@@ -94,6 +94,16 @@ def test_merged_folder_loads_with_plain_timm(trained, tmp_path):
     assert "library_name: timm" in (folder / "README.md").read_text()
 
 
+def test_a_merged_model_that_timm_cannot_load_is_refused(tmp_path):
+    from repadapter.training.tasks.segmentation import Segmenter
+
+    segmenter = Segmenter(build_vit("vit_tiny", depth=1, img_size=32, num_classes=0), 3)
+    merged = ra.merge(ra.perturb_adapters(ra.inject(segmenter)))
+    with pytest.raises(ra.RepAdapterError, match="saves merged timm models .* a segmenter model"):
+        ra.save_pretrained(merged, tmp_path / "merged")
+    assert not (tmp_path / "merged" / "config.json").exists()
+
+
 def test_repo_ids_go_through_the_hub_download(trained, tmp_path, monkeypatch):
     folder = ra.save_pretrained(trained, tmp_path / "adapter")
     asked = {}

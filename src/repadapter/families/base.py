@@ -1,4 +1,5 @@
-"""What a model family tells the injector: where adapters go and which parameters are the head."""
+"""What a model family tells the rest of repadapter: how to recognise its models, where adapters
+go, which modules are the head, what kind of task its models do, and which library builds them."""
 
 from __future__ import annotations
 
@@ -46,11 +47,20 @@ class SiteSpec:
             raise RepAdapterError(f"{self.host}: give one batch_norms entry per consumer")
 
 
+TASKS = ("classification", "segmentation", "video")
+LIBRARIES = ("timm", "transformers", "open_clip", "repadapter", "any")
+
+
 @dataclass(frozen=True)
 class Family:
     """A model family: how to recognise it, where its adapter sites are, what its head is.
 
-    ``placements`` are the `RepAdapterConfig.placement` values ``sites`` understands.
+    ``head_prefixes`` names the head's modules (the classifier, a decode head), the parameters
+    that train with the adapters; ``()`` when the model has none. ``placements`` are the
+    `RepAdapterConfig.placement` values ``sites`` understands. ``task`` is the kind of task its
+    models do (one of ``TASKS``). ``library`` is the library whose classes it recognises:
+    ``"timm"`` models are rebuilt by their recorded name (`repadapter.families.factory.create`);
+    other libraries' models must be built by their user.
     """
 
     name: str
@@ -58,28 +68,72 @@ class Family:
     matches: Callable[[nn.Module], bool]
     sites: Callable[[nn.Module, str], list[SiteSpec]]
     head_prefixes: Callable[[nn.Module], tuple[str, ...]]
+    library: str
     placements: tuple[str, ...] = ("attn", "block")
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise RepAdapterError(f"family {self.name}: task {self.task!r} is not one of {TASKS}")
+        if self.library not in LIBRARIES:
+            raise RepAdapterError(f"family {self.name}: library {self.library!r} is not one of {LIBRARIES}")
 
 
-_FAMILIES: dict[str, Family] = {}
+_FAMILIES: dict[str, Family] = {}  # the ones `family_of` recognises
+_NAMED: dict[str, Family] = {}  # every family an adapter file can name
 
 
-def register_family(family: Family) -> Family:
-    """Add a family to the registry that `family_of` searches."""
-    _FAMILIES[family.name] = family
+def register_family(family: Family, recognised: bool = True) -> Family:
+    """Add a family to the registry: to those `family_of` searches unless not ``recognised``
+    (a family the user chooses, like the generic ``target_modules`` one), and to those
+    `family_named` finds."""
+    if recognised:
+        _FAMILIES[family.name] = family
+    _NAMED[family.name] = family
     return family
+
+
+def find_family(model: nn.Module) -> Family | None:
+    """The registered family of ``model``, or None."""
+    return next((family for family in _FAMILIES.values() if family.matches(model)), None)
 
 
 def family_of(model: nn.Module) -> Family:
     """The registered family of ``model``, or an error listing the supported ones."""
-    for family in _FAMILIES.values():
-        if family.matches(model):
-            return family
+    family = find_family(model)
+    if family is not None:
+        return family
     supported = "; ".join(f"{f.name}: {f.description}" for f in _FAMILIES.values())
     raise RepAdapterError(
         f"repadapter does not support models of type {type(model).__module__}."
         f"{type(model).__qualname__}. Supported: {supported}"
     )
+
+
+def family_named(name: str) -> Family:
+    """The family called ``name`` (as an adapter file records it), or an error listing them."""
+    if name not in _NAMED:
+        raise RepAdapterError(
+            f"unknown model family {name!r}: this repadapter knows {', '.join(_NAMED)}; "
+            "a file naming another was written by another version of repadapter"
+        )
+    return _NAMED[name]
+
+
+def head_of(model: nn.Module) -> tuple[str, ...]:
+    """The module names of ``model``'s head: its family's `Family.head_prefixes`; for a model
+    of no registered family, the classifier timm records in its ``pretrained_cfg``, if any."""
+    family = find_family(model)
+    return family.head_prefixes(model) if family is not None else recorded_classifier(model)
+
+
+def task_of(model_or_family: nn.Module | str) -> str:
+    """The kind of task (one of ``TASKS``) that a model, or the family of that name, does;
+    ``"classification"`` for a model of no registered family."""
+    if isinstance(model_or_family, str):
+        return family_named(model_or_family).task
+    family = find_family(model_or_family)
+    return family.task if family is not None else "classification"
 
 
 def is_instance_of(model: nn.Module, qualified_name: str) -> bool:
@@ -112,3 +166,8 @@ def timm_classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier", "head")
     return (names,) if isinstance(names, str) else tuple(names)
+
+
+def recorded_classifier(model: nn.Module) -> tuple[str, ...]:
+    """timm's classifier names where the model records a ``pretrained_cfg``; otherwise no head."""
+    return timm_classifier_prefixes(model) if getattr(model, "pretrained_cfg", None) else ()

@@ -15,7 +15,7 @@ import re
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families.base import Family, SiteSpec, timm_classifier_prefixes
+from repadapter.families.base import Family, SiteSpec, recorded_classifier, register_family
 from repadapter.layers.fold import projection
 
 
@@ -46,17 +46,16 @@ def target_sites(model: nn.Module, patterns: tuple[str, ...]) -> list[SiteSpec]:
     return sites
 
 
-def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """timm's classifier names where the model records them; otherwise no head."""
-    return timm_classifier_prefixes(model) if getattr(model, "pretrained_cfg", None) else ()
-
-
-# Not registered: `family_of` never picks it; models of no family use it with target_modules.
-GENERIC = Family(
-    name="generic",
-    description="any model, adapters on the layers named by target_modules",
-    matches=lambda model: False,
-    sites=lambda model, placement: [],
-    head_prefixes=_head_prefixes,
-    placements=(),
+# Not recognised: `family_of` never picks it; models of no family use it with target_modules.
+GENERIC = register_family(
+    Family(
+        name="generic",
+        description="any model, adapters on the layers named by target_modules",
+        matches=lambda model: False,
+        sites=lambda model, placement: [],
+        head_prefixes=recorded_classifier,
+        library="any",
+        placements=(),
+    ),
+    recognised=False,
 )

@@ -36,6 +36,7 @@ HF_CLIP = register_family(
         matches=_matches,
         sites=_sites,
         head_prefixes=lambda model: (),
+        library="transformers",
     )
 )
 
@@ -47,5 +48,6 @@ HF_CLIP_MODEL = register_family(
         matches=lambda model: is_instance_of(model, f"{_CLIP}CLIPModel"),
         sites=lambda model, placement: tower_sites(model, "vision_model", _sites, placement),
         head_prefixes=lambda model: (),
+        library="transformers",
     )
 )

@@ -64,5 +64,7 @@ HF_VIDEOMAE = register_family(
         matches=_matches,
         sites=_sites,
         head_prefixes=classifier_prefixes,
+        library="transformers",
+        task="video",
     )
 )

@@ -41,5 +41,6 @@ HF_VIT = register_family(
         matches=lambda model: _layout(model) is not None,
         sites=_sites,
         head_prefixes=classifier_prefixes,
+        library="transformers",
     )
 )

@@ -54,6 +54,7 @@ OPEN_CLIP_VIT = register_family(
         matches=lambda model: is_instance_of(model, _TOWER),
         sites=_sites,
         head_prefixes=lambda model: (),
+        library="open_clip",
     )
 )
 
@@ -76,5 +77,6 @@ OPEN_CLIP_MODEL = register_family(
         matches=lambda model: any(is_instance_of(model, name) for name in _MODELS),
         sites=_model_sites,
         head_prefixes=lambda model: (),
+        library="open_clip",
     )
 )

@@ -53,6 +53,8 @@ SEGMENTER = register_family(
         matches=lambda model: is_instance_of(model, SEGMENTER_CLASS),
         sites=_sites,
         head_prefixes=lambda model: ("decode_head",),
+        library="repadapter",
+        task="segmentation",
         placements=ALL_PLACEMENTS,  # each backbone family checks its own in `_sites`
     )
 )

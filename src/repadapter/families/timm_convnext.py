@@ -62,6 +62,7 @@ TIMM_CONVNEXT = register_family(
         matches=lambda model: isinstance(model, ConvNeXt),
         sites=_sites,
         head_prefixes=timm_classifier_prefixes,
+        library="timm",
         placements=("block", "io", "dwconv"),
     )
 )

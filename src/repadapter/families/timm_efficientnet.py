@@ -51,6 +51,7 @@ TIMM_EFFICIENTNET = register_family(
         matches=lambda model: type(model) is EfficientNet,
         sites=_sites,
         head_prefixes=timm_classifier_prefixes,
+        library="timm",
         placements=("block",),
     )
 )

@@ -45,6 +45,7 @@ TIMM_RESNET = register_family(
         matches=lambda model: type(model) is ResNet,
         sites=_sites,
         head_prefixes=timm_classifier_prefixes,
+        library="timm",
         placements=("block",),
     )
 )

@@ -48,5 +48,6 @@ TIMM_SWIN = register_family(
         matches=lambda model: isinstance(model, SwinTransformer),
         sites=_sites,
         head_prefixes=timm_classifier_prefixes,
+        library="timm",
     )
 )

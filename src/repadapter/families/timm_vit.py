@@ -69,5 +69,6 @@ TIMM_VIT = register_family(
         matches=lambda model: isinstance(model, VisionTransformer),
         sites=_sites,
         head_prefixes=timm_classifier_prefixes,
+        library="timm",
     )
 )

@@ -43,5 +43,6 @@ TOWER_CLASSIFIER = register_family(
         matches=lambda model: isinstance(model, TowerClassifier),
         sites=_sites,
         head_prefixes=lambda model: ("head",),
+        library="repadapter",
     )
 )

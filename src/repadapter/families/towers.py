@@ -24,14 +24,21 @@ from typing import Any
 from torch import nn
 
 from repadapter.errors import RepAdapterError, first_line
-from repadapter.families.factory import CHECKPOINT_FIX, hub_unavailable
+from repadapter.families.building import (
+    CHECKPOINT_FIX,
+    HF_PREFIX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OPEN_CLIP_PREFIX,
+    add_drop_path,
+    hf_local_file,
+    hf_model_type,
+    hub_unavailable,
+    transformers_module,
+)
 from repadapter.families.tower_classifier import TowerClassifier
-from repadapter.families.video import _transformers, add_drop_path
 from repadapter.files import refuse_pickle
-from repadapter.training.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-HF_PREFIX = "hf:"
-OPEN_CLIP_PREFIX = "open_clip:"
 HF_IMAGE_TYPES = ("vit", "dinov2", "clip", "clip_vision_model")
 # The statistics each family's image processor normalises with (transformers' defaults).
 _HF_STATS = {
@@ -40,53 +47,6 @@ _HF_STATS = {
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
 }
 _HF_STATS["clip_vision_model"] = _HF_STATS["clip"]
-
-
-def is_image_tower(name: str) -> bool:
-    """Whether ``name`` is an ``open_clip:`` name (``hf:`` names are image or video models by
-    their config: `repadapter.families.video.is_video_model`)."""
-    return name.startswith(OPEN_CLIP_PREFIX)
-
-
-def hf_local_file(source: str, file: str, fetch: bool = False) -> Path | None:
-    """``file`` of the Hugging Face checkpoint ``source``: from a local folder, or from the
-    local cache of a hub id; with ``fetch``, downloaded when the hub can be reached (else a
-    short error). None when it is not there."""
-    folder = Path(source)
-    if folder.is_dir():
-        return folder / file if (folder / file).is_file() else None
-    if folder.is_absolute() or source.startswith(".") or source.count("/") > 1 or not source:
-        raise RepAdapterError(f"hf:{source}: there is no folder {source}")
-    import huggingface_hub
-
-    cached = huggingface_hub.try_to_load_from_cache(source, file)
-    if isinstance(cached, str):
-        return Path(cached)
-    if not fetch:
-        return None
-    why = hub_unavailable(source, (file,))
-    if why:
-        raise RepAdapterError(
-            f"hf:{source} is not in the local Hugging Face cache and {why}; give a local "
-            "save_pretrained folder (hf:<folder>)"
-        )
-    try:
-        return Path(huggingface_hub.hf_hub_download(source, file))
-    except huggingface_hub.errors.EntryNotFoundError:
-        return None
-    except Exception as err:  # the hub library reports a missing repo in many exception types
-        raise RepAdapterError(f"hf:{source}: cannot read {file} from the hub: {err}") from err
-
-
-def hf_model_type(source: str, fetch: bool = False) -> str | None:
-    """The ``model_type`` of Hugging Face checkpoint ``source`` (None when its config is not
-    local and ``fetch`` is off)."""
-    path = hf_local_file(source, "config.json", fetch)
-    if path is None:
-        if fetch or Path(source).is_dir():
-            raise RepAdapterError(f"hf:{source} has no config.json; save it with save_pretrained")
-        return None
-    return str(json.loads(path.read_text()).get("model_type"))
 
 
 # Each family's encoder layer and its two residual branches, for stochastic depth as hooks.
@@ -128,7 +88,7 @@ def _hf_image(
     drop_path: float,
     img_size: int | None,
 ) -> nn.Module:
-    transformers = _transformers()
+    transformers = transformers_module()
     name = f"{HF_PREFIX}{source}"
     if model_type not in HF_IMAGE_TYPES:
         raise RepAdapterError(

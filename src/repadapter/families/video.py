@@ -40,15 +40,25 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families.base import is_instance_of
-from repadapter.training.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from repadapter.families.building import (
+    CHECKPOINT_FIX,
+    HF_PREFIX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    add_drop_path,
+    hf_model_type,
+    transformers_module,
+)
+from repadapter.families.timm_models import create
+from repadapter.files import read_tensor_file, refuse_pickle, torch_load_safely
 
 IN_HOUSE_VIDEO = "videomae_tiny6_patch4_32"
 IN_HOUSE_TAGS = ("fmnist",)
 IN_HOUSE_IMAGE = "vit_tiny6_patch4_32.fmnist"
 IMAGE_CLASSES = 10  # the in-house image ViT's Fashion-MNIST head
-HF_PREFIX = "hf:"
+HF_MODEL_TYPE = "videomae"  # the model_type of an hf: checkpoint this module builds
 VIDEOMAE_LAYER = "transformers.models.videomae.modeling_videomae.VideoMAELayer"
+VIDEOMAE_BRANCHES = ("attention", "output.dropout")  # each layer's residual branches, before the add
 
 _IN_HOUSE_CONFIG: dict[str, Any] = {
     "image_size": 32,
@@ -72,63 +82,8 @@ def is_video_model(name: str) -> bool:
     VideoMAE, or an ``hf:`` checkpoint whose config says ``videomae`` (or whose config is not
     local yet: `repadapter.families.factory.create_base` reads it before it builds)."""
     if name.startswith(HF_PREFIX):
-        from repadapter.families.towers import hf_model_type
-
-        return hf_model_type(name[len(HF_PREFIX) :]) in (None, "videomae")
+        return hf_model_type(name[len(HF_PREFIX) :]) in (None, HF_MODEL_TYPE)
     return name.split(".")[0] == IN_HOUSE_VIDEO
-
-
-def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as err:
-        raise RepAdapterError(
-            "video models need Hugging Face transformers: pip install 'transformers>=5'"
-        ) from err
-    return transformers
-
-
-# --- stochastic depth as hooks ------------------------------------------------------------------
-
-
-class DropPathHook:
-    """A forward hook that drops a residual branch's output per sample (stochastic depth) in
-    training mode, scaling the kept ones by ``1 / (1 - rate)``. A class, so models pickle."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-
-    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
-        if not module.training or self.rate == 0.0:
-            return output
-        if isinstance(output, tuple):  # an attention module's (output, weights)
-            return (self(module, inputs, output[0]), *output[1:])
-        keep = 1.0 - self.rate
-        mask = output.new_empty((output.shape[0],) + (1,) * (output.ndim - 1)).bernoulli_(keep)
-        return output * mask / keep
-
-
-def add_drop_path(
-    model: nn.Module,
-    rate: float,
-    layer_class: str = VIDEOMAE_LAYER,
-    branches: tuple[str, str] = ("attention", "output.dropout"),
-) -> nn.Module:
-    """Stochastic depth on each ``layer_class`` layer's two residual branches, the outputs of
-    its submodules ``branches`` (for VideoMAE and ViT: ``attention``'s output and the MLP's
-    ``output.dropout``, before the residual add), rising linearly from 0 in the first layer to
-    ``rate`` in the last, as timm does."""
-    if not 0.0 <= rate < 1.0:
-        raise RepAdapterError(f"drop_path must be in [0, 1), got {rate}")
-    if rate == 0.0:
-        return model
-    layers: list[Any] = [m for m in model.modules() if is_instance_of(m, layer_class)]
-    for i, layer in enumerate(layers):
-        layer_rate = rate * i / max(len(layers) - 1, 1)
-        if layer_rate > 0:
-            for branch in branches:
-                layer.get_submodule(branch).register_forward_hook(DropPathHook(layer_rate))
-    return model
 
 
 # --- inflation from the in-house image ViT ------------------------------------------------------
@@ -189,9 +144,6 @@ def _read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise RepAdapterError(f"base checkpoint {path} does not exist")
-    from repadapter.families.factory import CHECKPOINT_FIX
-    from repadapter.files import read_tensor_file, torch_load_safely
-
     if path.suffix == ".safetensors":
         return read_tensor_file(path, "base checkpoint")
     state = torch_load_safely(path, CHECKPOINT_FIX)
@@ -242,7 +194,7 @@ def _in_house(
     img_size: int | None,
     num_frames: int | None,
 ) -> nn.Module:
-    transformers = _transformers()
+    transformers = transformers_module()
     if tag is not None and tag not in IN_HOUSE_TAGS:
         raise RepAdapterError(f"{IN_HOUSE_VIDEO} has weights {IN_HOUSE_TAGS}, not {tag!r}")
     settings = {**_IN_HOUSE_CONFIG, **_config_overrides(num_classes, img_size, num_frames)}
@@ -257,8 +209,6 @@ def _in_house(
     if checkpoint is not None:
         _load_checkpoint(model, checkpoint, config, num_classes)
     elif pretrained:
-        from repadapter.families.factory import create
-
         image = create(IN_HOUSE_IMAGE, pretrained=True)
         state = inflate_vit_state(
             image.state_dict(), config.tubelet_size, config.num_hidden_layers, num_classes == IMAGE_CLASSES
@@ -283,7 +233,7 @@ def _from_hf(
     img_size: int | None,
     num_frames: int | None,
 ) -> nn.Module:
-    transformers = _transformers()
+    transformers = transformers_module()
     if not source:
         raise RepAdapterError("give hf:<folder or hub id>, e.g. hf:MCG-NJU/videomae-base-finetuned-kinetics")
     if checkpoint is not None:
@@ -296,14 +246,12 @@ def _from_hf(
         else:
             model = cls(transformers.VideoMAEConfig.from_pretrained(source, **overrides))
     except pickle.UnpicklingError as err:  # transformers reads .bin files with weights_only=True
-        from repadapter.files import refuse_pickle
-
         raise refuse_pickle(source, "Save it with save_pretrained(safe_serialization=True).") from err
     except OSError as err:
         raise RepAdapterError(
             f"cannot load a VideoMAE from {source!r} (a local save_pretrained folder or a hub id): {err}"
         ) from err
-    if model.config.model_type != "videomae":
+    if model.config.model_type != HF_MODEL_TYPE:
         raise RepAdapterError(f"{source} is a {model.config.model_type} model, not a VideoMAE")
     model.pretrained_cfg = {
         "architecture": f"{HF_PREFIX}{source}",
@@ -343,7 +291,7 @@ def create_video_model(
             f"unknown video model {name!r}; video models: {IN_HOUSE_VIDEO}, {IN_HOUSE_VIDEO}.fmnist, "
             "hf:<folder or hub id of a VideoMAE checkpoint>"
         )
-    add_drop_path(model, drop_path)
+    add_drop_path(model, drop_path, VIDEOMAE_LAYER, VIDEOMAE_BRANCHES)
     config = model.config
     size = config.image_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)

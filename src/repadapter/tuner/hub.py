@@ -19,6 +19,7 @@ from timm.models import save_for_hf
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families import family_named, find_family
 from repadapter.families.factory import create, pretrained_unavailable
 from repadapter.files import read_adapter_file, read_tensor_file
 from repadapter.tuner.model import count_parameters, has_adapters, load_adapter, save_adapter
@@ -44,7 +45,7 @@ def _adapter_card(
     config = meta["config"]
     base = meta.get("base_model")
     family = meta.get("family", "timm_vit")
-    from_timm = family.startswith("timm_")
+    from_timm = family_named(family).library == "timm"
     hub_id = f"timm/{base}" if from_timm and base else base
     # A consumer "" is the site's host layer itself (CNN sites fold into the conv they wrap).
     layers = sorted(
@@ -144,6 +145,13 @@ def save_pretrained(
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
             card = _adapter_card(meta, count_parameters(model).trainable, metrics, task)
         else:
+            family = find_family(model)
+            if family is not None and family.library != "timm":
+                raise RepAdapterError(
+                    f"save_pretrained saves merged timm models as timm Hub folders; this is a {family.name} "
+                    f"model ({family.description}), which timm cannot load: save it with its own library, "
+                    "or save the adapter before merging"
+                )
             architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
             if not architecture:
                 raise RepAdapterError(
@@ -222,7 +230,7 @@ def from_pretrained(
     if (folder / ADAPTER_WEIGHTS).is_file():
         if model is None:
             meta = read_adapter_file(folder / ADAPTER_WEIGHTS).metadata
-            if not str(meta.get("family", "timm_")).startswith("timm_"):
+            if family_named(str(meta.get("family", "timm_vit"))).library != "timm":
                 base = meta.get("base_model") or "base not recorded"
                 raise RepAdapterError(
                     f"{folder} adapts a {meta['family']} model ({base}), which repadapter cannot build "

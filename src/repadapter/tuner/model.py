@@ -512,7 +512,7 @@ def _snapshot(model: nn.Module, label: str) -> AdapterFile:
     if backbone is not None:
         metadata["backbone_family"] = backbone
     base, classes = _base_model_name(model), getattr(model, "num_classes", None)
-    if base and family.name.startswith("timm_") and isinstance(classes, int):
+    if base and family.library == "timm" and isinstance(classes, int):
         # what from_pretrained needs to rebuild a non-default base (depth, image size, ...)
         metadata["base_kwargs"] = constructor_kwargs(model, base, classes)
     return AdapterFile(config=config, metadata=metadata, tensors=tensors, path=label)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from repadapter.families.base import timm_classifier_prefixes
+from repadapter.families.base import head_of
 from repadapter.training.methods import METHODS, method
 
 
@@ -61,7 +61,7 @@ def _peft_lora(model: nn.Module) -> nn.Module:
     """PEFT's LoRA on the attention's qkv projection, rank 8, the head trained too."""
     from peft import LoraConfig, get_peft_model
 
-    head = timm_classifier_prefixes(model)[0]
+    head = head_of(model)[0]
     return get_peft_model(
         model, LoraConfig(r=8, lora_alpha=8, target_modules=["qkv"], modules_to_save=[head])
     )

@@ -10,9 +10,8 @@ from torch import nn
 from torchvision import transforms
 
 from repadapter.errors import RepAdapterError
+from repadapter.families.building import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("model", "imagenet")
 
 

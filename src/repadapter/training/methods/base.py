@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families.base import timm_classifier_prefixes
+from repadapter.families.base import head_of
 from repadapter.training.config import TrainConfig
 
 
@@ -34,12 +34,14 @@ class Method:
 
 
 def classifier_names(model: nn.Module) -> tuple[str, ...]:
-    """The classifier's module names, as timm records them (``pretrained_cfg['classifier']``)."""
-    if (getattr(model, "pretrained_cfg", None) or {}).get("classifier") is None:
+    """The classifier's module names (`repadapter.families.head_of`); an error when it has none."""
+    heads = head_of(model)
+    if not heads:
         raise RepAdapterError(
-            f"cannot tell the classifier of a {type(model).__name__}: it has no timm pretrained_cfg"
+            f"cannot tell the classifier of a {type(model).__name__}: its family names no head and it "
+            "has no timm pretrained_cfg"
         )
-    return timm_classifier_prefixes(model)
+    return heads
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
