@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch.distributed.tensor import DTensor
 
 from repadapter import RepAdapterError
+from repadapter.cli import main
 from repadapter.training import distributed, fsdp
 from repadapter.training.data import load_vtab_task
 from repadapter.training.data.transforms import preprocessing
@@ -61,6 +62,15 @@ def test_two_sharded_processes_write_the_files_of_one(tmp_path):
     # gathered from the shards) is the single process's, so eval and merge take the file alike
     (meta_a, meta_b) = (safe_open(file, "pt").metadata() for file in files)
     assert meta_a == meta_b and "sha256" in meta_b["repadapter"]
+    # so merge takes the sharded run's file (its fingerprint check passes) to the same weights
+    model = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--img-size", "32"]
+    for run, file in zip(("one", "two"), files, strict=True):
+        assert (
+            main(["merge", *model, "--adapter", str(file), "--out", str(tmp_path / f"{run}.safetensors")])
+            == 0
+        )
+    merged = [load_file(tmp_path / f"{run}.safetensors") for run in ("one", "two")]
+    assert max((merged[0][k] - merged[1][k]).abs().max().item() for k in merged[0]) < 1e-4
     # the checkpoint holds whole tensors in the single-process layout
     ckpt_a, ckpt_b = (read_checkpoint(tmp_path / run / "final" / "checkpoint.pt") for run in ("one", "two"))
     assert ckpt_a["trainable"].keys() == ckpt_b["trainable"].keys()

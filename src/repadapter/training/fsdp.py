@@ -85,7 +85,7 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 def shard(model: nn.Module, cfg: TrainConfig, ctx: DistContext) -> nn.Module:
     """Shard ``model`` (built whole on the CPU) in place across the processes of ``ctx``; its
-    shards move to ``ctx.device``. Call before making the optimizer."""
+    shards and buffers move to ``ctx.device``. Call before making the optimizer."""
     found = blocks(model)
     if not found:
         raise RepAdapterError(
@@ -100,7 +100,7 @@ def shard(model: nn.Module, cfg: TrainConfig, ctx: DistContext) -> nn.Module:
     for block in found:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model.to(ctx.device)  # buffers the shards did not move
+    return model
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -156,9 +156,8 @@ def load_whole_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str
     params = [p for group in optimizer.param_groups for p in group["params"]]
     sharded = {
         index: {
-            key: _like(value, params[index])
-            if isinstance(value, torch.Tensor) and value.shape == params[index].shape
-            else value
+            # the moments are shaped like their parameter; "step" is a count
+            key: _like(value, params[index]) if key != "step" and isinstance(value, torch.Tensor) else value
             for key, value in entry.items()
         }
         for index, entry in state["state"].items()

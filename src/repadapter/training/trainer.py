@@ -246,9 +246,10 @@ def fit(
     check_amp(cfg, ctx.device)
     fsdp.check(cfg, ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.fsdp:  # shard before moving: no process holds the whole model on the device
+    if cfg.fsdp:  # moves each process's shards: no process holds the whole model on the device
         fsdp.shard(model, cfg, ctx)
-    model.to(ctx.device)
+    else:
+        model.to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
