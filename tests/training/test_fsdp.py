@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -146,7 +147,13 @@ def two_processes(tmp_path_factory) -> dict[str, list]:
     folder = tmp_path_factory.mktemp("fsdp")
     for job in JOBS:
         make_vtab_task(folder / job, "eurosat", train=16, val=5)
-    mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=2)
+    processes = mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=2, join=False)
+    deadline = time.monotonic() + 900
+    while not processes.join(timeout=5):
+        if time.monotonic() > deadline:  # a process stuck in a collective: end both, fail
+            for process in processes.processes:
+                process.kill()
+            pytest.fail("the two processes did not finish within 15 minutes")
     ranks = [json.loads((folder / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     return {job: [r.get(job, {"error": "not run: an earlier job failed"}) for r in ranks] for job in JOBS}
 
