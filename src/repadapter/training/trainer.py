@@ -123,7 +123,8 @@ def evaluate(
     model.eval()
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     seen = 0
-    # a sharded model's forward gathers parameters into tensors it keeps: no inference tensors
+    # not inference mode for a sharded model: the buffers its forward gathers parameters into
+    # would become inference tensors, which training afterwards cannot update
     no_grad = torch.no_grad() if fsdp.is_sharded(model) else torch.inference_mode()
     with no_grad, _autocast(cfg, ctx):
         for inputs, targets in loader:
