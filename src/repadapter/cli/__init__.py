@@ -332,6 +332,10 @@ RECIPE_HELP = {
     "'auto' (memory while it takes under a quarter of RAM, else disk) or 'off'; the numbers are the same",
     "grad_checkpointing": "activation checkpointing: recompute each block's activations in backward "
     "instead of keeping them (less memory, about one more forward of time; same numbers)",
+    "fsdp": "under torchrun, shard the model across the processes (FSDP2: each holds ~1/N of the "
+    "backbone); files and numbers as one process's (docs/distributed.md)",
+    "fsdp_dtype": "with --fsdp: 'float32', or 'bf16' (blocks gathered and computed in bfloat16; "
+    "shards, adapters, head and optimizer stay float32)",
     "workers": "data-loading worker processes",
     "seed": "random seed",
     "device": "auto, cpu, cuda or cuda:N",

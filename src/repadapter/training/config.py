@@ -22,6 +22,7 @@ from repadapter.tuner.config import ALL_PLACEMENTS
 
 SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")
+FSDP_DTYPES = ("float32", "bf16")
 AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
 SEG_EVALS = ("resize", "slide")
@@ -62,6 +63,9 @@ class TrainConfig:
     amp: str = "none"
     compile: bool = False
     grad_checkpointing: bool = False
+    # sharded training under torchrun (training/fsdp.py), and the dtype its blocks compute in
+    fsdp: bool = False
+    fsdp_dtype: str = "float32"
     data_cache: str = "auto"
     workers: int = 4
     seed: int = 42
@@ -87,6 +91,7 @@ class TrainConfig:
             (self.placement in ALL_PLACEMENTS, f"placement must be one of {ALL_PLACEMENTS}"),
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
+            (self.fsdp_dtype in FSDP_DTYPES, f"fsdp_dtype must be one of {FSDP_DTYPES}"),
             (self.data_cache in CACHE_MODES, f"data_cache must be one of {CACHE_MODES}"),
             (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),

@@ -20,6 +20,7 @@ from torch import nn
 
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write, save_tensor_file
+from repadapter.training import fsdp
 from repadapter.training.activations import set_grad_checkpointing
 from repadapter.training.config import SCALE_CANDIDATES, TrainConfig
 from repadapter.training.data.lists import TaskData
@@ -148,6 +149,7 @@ def check_run(task: TaskData, cfg: TrainConfig, ctx: DistContext, build: bool = 
         GlobalBatchSampler(len(task.split(split)), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
     task.split("test")
     check_amp(cfg, ctx.device)
+    fsdp.check(cfg, ctx)
     if build:
         build_model(cfg, task.num_classes, scales[0])
 
@@ -256,11 +258,12 @@ def run_task(
         "config": cfg.to_dict(),
         "world_size": ctx.world_size,
     }
-    if ctx.is_main:
-        if has_adapters(model):
+    with fsdp.whole_state_dict(model, ctx):  # a sharded model's files are an unsharded one's
+        if ctx.is_main and has_adapters(model):
             save_adapter(model, out_dir / "adapter.safetensors", backbone=backbone_source(cfg))
-        else:
+        elif ctx.is_main:
             save_trained(model, out_dir / "trained.safetensors")
+    if ctx.is_main:
         text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"
         atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     ctx.barrier()

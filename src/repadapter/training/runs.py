@@ -30,8 +30,18 @@ RECORD_FILES = (RECIPE_FILE, DATA_FILE)
 # Settings that choose where and how a run computes, not what it computes: the device (and
 # torch.compile) change floating-point rounding only, the evaluation batch only how evaluation
 # is batched, the data-loading workers only who decodes the images (see `workers_matter`), and
-# the image cache and activation checkpointing give the same tensors and gradients (tested).
-RUNTIME_SETTINGS = ("device", "compile", "eval_batch_size", "workers", "data_cache", "grad_checkpointing")
+# the image cache and activation checkpointing give the same tensors and gradients (tested), and
+# sharding (fsdp) changes how gradients are summed, not what they are (tested; its files are a
+# single process's, so a run resumes with or without it).
+RUNTIME_SETTINGS = (
+    "device",
+    "compile",
+    "eval_batch_size",
+    "workers",
+    "data_cache",
+    "grad_checkpointing",
+    "fsdp",
+)
 
 
 def workers_matter(cfg: TrainConfig) -> bool:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from repadapter.errors import RepAdapterError
 from repadapter.files import atomic_write, torch_load_safely
+from repadapter.training import fsdp
 from repadapter.training.config import TrainConfig
 from repadapter.training.distributed import DistContext
 from repadapter.training.runs import refuse_other_recipe
@@ -108,20 +109,32 @@ def evaluate(
     summed over the processes, each taking every world_size-th sample. ``classes``, when given,
     are the only classes predicted (the argmax over their logits: ImageNet-A and -R)."""
     kind = task_kind(cfg.task)
-    shard = kind.eval_dataset(samples[ctx.rank :: ctx.world_size], prep, cfg)
+    mine = samples[ctx.rank :: ctx.world_size]
+    real = len(mine)
+    if fsdp.is_sharded(model) and samples:
+        # fsdp: every process runs every forward (each gathers the blocks' shards), so each gets
+        # as many samples; the ones added to even them out are left out of the counts
+        mine = mine + [samples[0]] * (-(-len(samples) // ctx.world_size) - real)
+    shard = kind.eval_dataset(mine, prep, cfg)
     # a dataset of inputs of different sizes (sliding-window segmentation) brings its own collate
     collate = getattr(shard, "collate_fn", None)
     loader = DataLoader(shard, batch_size=cfg.eval_batch_size, num_workers=cfg.workers, collate_fn=collate)
     was_training = model.training
     model.eval()
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    with torch.inference_mode(), _autocast(cfg, ctx):
+    seen = 0
+    # not inference mode for a sharded model: the buffers its forward gathers parameters into
+    # would become inference tensors, which training afterwards cannot update
+    no_grad = torch.no_grad() if fsdp.is_sharded(model) else torch.inference_mode()
+    with no_grad, _autocast(cfg, ctx):
         for inputs, targets in loader:
             inputs = inputs.to(ctx.device)
             logits = kind.predict(model, inputs) if kind.predict else logits_of(model(inputs))
             if classes:
                 logits = restrict(logits, classes)
-            matrix += confusion(logits, targets, num_classes)
+            keep = max(0, min(len(targets), real - seen))
+            seen += len(targets)
+            matrix += confusion(logits[:keep], targets[:keep], num_classes)
     model.train(was_training)
     summed = ctx.all_sum([float(v) for v in matrix.flatten().tolist()])
     return kind.score(torch.tensor(summed).reshape(num_classes, num_classes))
@@ -232,8 +245,12 @@ def fit(
     """
     stop_epoch = stop_epoch or cfg.epochs
     check_amp(cfg, ctx.device)
+    fsdp.check(cfg, ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model.to(ctx.device)
+    if cfg.fsdp:  # moves each process's shards: no process holds the whole model on the device
+        fsdp.shard(model, cfg, ctx)
+    else:
+        model.to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -257,8 +274,8 @@ def fit(
                 f"{checkpoint} belongs to another run (different trained parameters or length); "
                 "use another output folder"
             )
-        model.load_state_dict(state["trainable"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+        fsdp.load_whole_tensors(model, state["trainable"])
+        fsdp.load_whole_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         result.history, result.evaluations = state["history"], state["evaluations"]
@@ -288,7 +305,7 @@ def fit(
         pin_memory=ctx.device.type == "cuda",
     )
     step_model: Callable[..., torch.Tensor] = model
-    if ctx.world_size > 1:
+    if ctx.world_size > 1 and not cfg.fsdp:
         step_model = DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
@@ -360,12 +377,15 @@ def fit(
         record["seconds"] = time.perf_counter() - began
         result.history.append(record)
         epochs.set_postfix(loss=f"{record['train_loss']:.4f}")
+        # whole tensors (gathered by every process when sharded): a single-process checkpoint
+        trained_now = fsdp.whole_tensors(model, trainable)
+        optimizer_now = fsdp.whole_optimizer_state(optimizer)
         if ctx.is_main:
             state = {
                 "epoch": epoch,
                 "stop_epoch": stop_epoch,
-                "trainable": {n: t.detach().cpu() for n, t in model.state_dict().items() if n in trainable},
-                "optimizer": optimizer.state_dict(),
+                "trainable": trained_now,
+                "optimizer": optimizer_now,
                 "scaler": scaler.state_dict(),
                 "rng": _rng_state(),
                 "history": result.history,
