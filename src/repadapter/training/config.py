@@ -26,6 +26,31 @@ AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
 SEG_EVALS = ("resize", "slide")
 MAX_LR = 1e30
+# The --method and --task names: the keys of `training.methods.METHODS` and of the task-kind
+# table in `training.tasks`, in their order (tests/training/test_config.py holds them equal). A
+# config checks its names against these, so that it imports neither registry: the registries
+# import the config.
+METHOD_NAMES = (
+    "repadapter",
+    "linear",
+    "full",
+    "bitfit",
+    "lora",
+    "ssf",
+    "fact-tt",
+    "adapter",
+    "adaptformer",
+    "vpt-deep",
+)
+TASK_NAMES = ("classification", "segmentation", "video")
+
+
+def check_name(what: str, name: str, names: tuple[str, ...]) -> str:
+    """``name`` if it is one of ``names``, else the error naming the ``what`` (method, task) and
+    the known ones."""
+    if name not in names:
+        raise RepAdapterError(f"unknown {what} {name!r}; {what}s: {', '.join(names)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -113,11 +138,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise RepAdapterError(f"bad training config: {message}")
-        from repadapter.training.methods import method
-        from repadapter.training.tasks import task_kind
-
-        method(self.method)
-        task_kind(self.task)
+        check_name("method", self.method, METHOD_NAMES)
+        check_name("task", self.task, TASK_NAMES)
         if self.augment == "fewshot" and self.task != "classification":
             raise RepAdapterError(
                 f"bad training config: augment 'fewshot' is the few-shot classification recipe; "

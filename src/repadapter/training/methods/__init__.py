@@ -12,6 +12,7 @@ import copy
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.training.config import check_name
 from repadapter.training.methods.adapters import ADAPTER, ADAPTFORMER
 from repadapter.training.methods.base import Method, classifier_names, perturb_trained
 from repadapter.training.methods.fact import FACT_TT
@@ -29,9 +30,8 @@ __all__ = ["METHODS", "Method", "classifier_names", "deploy", "method", "perturb
 
 
 def method(name: str) -> Method:
-    if name not in METHODS:
-        raise RepAdapterError(f"unknown method {name!r}; methods: {', '.join(METHODS)}")
-    return METHODS[name]
+    """The method called ``name`` (the ``--method`` value)."""
+    return METHODS[check_name("method", name, tuple(METHODS))]
 
 
 def deploy(model: nn.Module, name: str) -> nn.Module:
