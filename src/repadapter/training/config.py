@@ -55,7 +55,13 @@ def check_name(what: str, name: str, names: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run. Defaults: the paper's VTAB-1k recipe for ViT-B/16 (ImageNet-21k)."""
+    """A training run. Defaults: the paper's VTAB-1k recipe for ViT-B/16 (ImageNet-21k).
+
+    Two names keep their meaning from the command line and the saved ``config.yaml``: ``task`` is
+    the task *kind* (``--task``, one of `TASK_NAMES`; the data set is the run's data, not part of
+    the config), and ``dim`` is the method's size: RepAdapter's and the bottleneck adapters' hidden
+    width, LoRA's and FacT-TT's rank, VPT-Deep's prompt count per block.
+    """
 
     task: str = "classification"
     method: str = "repadapter"
