@@ -13,15 +13,17 @@ Every output says which protocol made it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write, save_tensor_file
+from repadapter.errors import RepAdapterError, first_line
+from repadapter.files import atomic_write, save_tensor_file, tensors_sha256
 from repadapter.training.activations import set_grad_checkpointing
-from repadapter.training.config import SCALE_CANDIDATES, TrainConfig
+from repadapter.training.config import SCALE_CANDIDATES, TrainConfig, config_of
 from repadapter.training.data.lists import TaskData
 from repadapter.training.data.vtab import VTAB_TASKS, paper_scale
 from repadapter.training.distributed import DistContext
@@ -43,6 +45,9 @@ SELECT_ON_TEST = (
     "{every} epochs; optimistic, not a held-out estimate"
 )
 FINAL_EPOCH = "final epoch: no selection, trained on train+val for the full schedule, test evaluated once"
+# What a run of a method without adapters saves, and the format its metadata names.
+TRAINED_FILE = "trained.safetensors"
+TRAINED_FORMAT = "repadapter trained tensors"
 
 
 def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
@@ -152,17 +157,90 @@ def check_run(task: TaskData, cfg: TrainConfig, ctx: DistContext, build: bool = 
         build_model(cfg, task.num_classes, scales[0])
 
 
-def save_trained(model: nn.Module, path: Path) -> None:
-    """The trained tensors of a method without adapters (a head, or every weight), atomically."""
-    trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    save_tensor_file(path, {k: v for k, v in model.state_dict().items() if k in trained})
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a method without adapters trained: its trainable parameters and the buffers of the
+    modules that hold them (a trained batch norm's running statistics), by state-dict name."""
+    trained = set()
+    for prefix, module in model.named_modules():
+        own = {n for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+        if own:
+            buffers = {n for n, _ in module.named_buffers(recurse=False)}
+            trained |= {f"{prefix}.{n}" if prefix else n for n in own | buffers}
+    return {k: v for k, v in model.state_dict().items() if k in trained}
+
+
+def frozen_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every state-dict tensor `trained_state` leaves out (names, dtypes, shapes and
+    bytes, in name order): the frozen base a method trained on."""
+    trained = set(trained_state(model))
+    return tensors_sha256({n: t for n, t in model.state_dict().items() if n not in trained})
+
+
+def save_trained(model: nn.Module, path: Path, cfg: TrainConfig, scale: float, num_classes: int) -> None:
+    """The `trained_state` of a method without adapters, atomically, with what rebuilds the
+    model it loads into (`load_trained`): the run's config, scale, classes and frozen base."""
+    backbone = {**backbone_source(cfg), "sha256": frozen_fingerprint(model)}
+    metadata = {
+        "format": TRAINED_FORMAT,
+        "config": json.dumps(cfg.to_dict()),
+        "scale": repr(scale),
+        "num_classes": str(num_classes),
+        "backbone": json.dumps(backbone),
+    }
+    save_tensor_file(path, trained_state(model), metadata)
+
+
+def load_trained(
+    path: str | os.PathLike[str],
+    metadata: dict[str, str],
+    tensors: dict[str, torch.Tensor],
+    task: str,
+    num_classes: int,
+    model_name: str,
+) -> nn.Module:
+    """The model a ``trained.safetensors`` (``metadata``, ``tensors``) was saved from, for a
+    ``task`` kind of ``num_classes`` and the model ``model_name``: its base built as its run
+    built it (recorded config and seed), checked to be the frozen base it trained on, prepared
+    by its method, with its trained tensors loaded."""
+    try:
+        cfg = config_of(json.loads(metadata["config"]))
+        scale, classes = float(metadata["scale"]), int(metadata["num_classes"])
+        record = json.loads(metadata["backbone"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise RepAdapterError(f"{path} is a damaged trained-tensors file ({first_line(err)})") from err
+    if (cfg.model, cfg.task, classes) != (model_name, task, num_classes):
+        raise RepAdapterError(
+            f"{path} holds a {cfg.method} run of --model {cfg.model} on a {cfg.task} task of {classes} "
+            f"classes; it cannot score --model {model_name} on a {task} task of {num_classes} classes"
+        )
+    seed_everything(cfg.seed)
+    model = build_model(cfg, classes, scale)
+    if set(tensors) != set(trained_state(model)):
+        raise RepAdapterError(
+            f"{path} does not hold what --method {cfg.method} trains in {cfg.model} (another repadapter "
+            "version wrote it?); retrain, or evaluate with that version"
+        )
+    if frozen_fingerprint(model) != record.get("sha256"):
+        source = (
+            f"checkpoint {cfg.checkpoint}"
+            if cfg.checkpoint
+            else "pretrained weights"
+            if cfg.pretrained
+            else f"a random init, seed {cfg.seed}"
+        )
+        raise RepAdapterError(
+            f"{path} was trained on another backbone than the one its run's settings build now "
+            f"({cfg.model}, {source}): those weights, or the library that draws them, changed"
+        )
+    model.load_state_dict(tensors, strict=False)
+    return model
 
 
 def run_task(
     task: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
 ) -> dict[str, Any]:
     """Select, train and test on ``task``; write ``summary.json`` and ``adapter.safetensors``
-    (``trained.safetensors`` for methods without adapters)."""
+    (``trained.safetensors`` for methods without adapters, read back by `load_trained`)."""
     from repadapter.provenance import provenance
 
     out_dir = Path(out_dir)
@@ -260,7 +338,7 @@ def run_task(
         if has_adapters(model):
             save_adapter(model, out_dir / "adapter.safetensors", backbone=backbone_source(cfg))
         else:
-            save_trained(model, out_dir / "trained.safetensors")
+            save_trained(model, out_dir / TRAINED_FILE, cfg, scale, task.num_classes)
         text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"
         atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     ctx.barrier()
