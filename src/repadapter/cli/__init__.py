@@ -598,6 +598,7 @@ def _predict(args: argparse.Namespace) -> None:
     from repadapter.training import distributed
     from repadapter.training.config import resolve_config
     from repadapter.training.data.transforms import eval_transform, preprocessing
+    from repadapter.training.protocol import TRAINED_FORMAT, load_trained
     from repadapter.training.tasks import task_kind
 
     if (args.adapter is None) == (args.weights is None):
@@ -616,10 +617,13 @@ def _predict(args: argparse.Namespace) -> None:
                 "repadapter merge, or the adapter file with --adapter"
             )
         num_classes = int(recorded)
-        cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
-        model = _load_weights(
-            task_kind("classification").build_model(cfg, num_classes), weights, args, num_classes
-        )
+        if header.get("format") == TRAINED_FORMAT:  # a run's trained.safetensors
+            model = load_trained(args.weights, header, weights, "classification", num_classes, args.model)
+        else:
+            cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
+            model = _load_weights(
+                task_kind("classification").build_model(cfg, num_classes), weights, args, num_classes
+            )
     topk = min(5, num_classes) if args.topk is None else args.topk
     if not 1 <= topk <= num_classes:
         raise RepAdapterError(f"--topk {topk}: give 1 to {num_classes}, the model's number of classes")
@@ -1026,7 +1030,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_base_flags(predict)
     predict.add_argument("--adapter", help="adapter file to load onto the base model")
-    predict.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
+    predict.add_argument(
+        "--weights",
+        help="merged checkpoint (from repadapter merge), or the trained.safetensors of a run of a "
+        "method without adapters, instead of an adapter file",
+    )
     predict.add_argument("--images", required=True, help="folder of images (searched recursively)")
     predict.add_argument("--out", required=True, help="output CSV file")
     predict.add_argument("--topk", type=int, help="classes per image (default: 5, or all if fewer)")
