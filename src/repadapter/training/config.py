@@ -60,7 +60,10 @@ class TrainConfig:
     Two names keep their meaning from the command line and the saved ``config.yaml``: ``task`` is
     the task *kind* (``--task``, one of `TASK_NAMES`; the data set is the run's data, not part of
     the config), and ``dim`` is the method's size: RepAdapter's and the bottleneck adapters' hidden
-    width, LoRA's and FacT-TT's rank, VPT-Deep's prompt count per block.
+    width, LoRA's and FacT-TT's rank, VPT-Deep's prompt count per block. ``scale`` is how a run
+    picks the scale s that a scaled method uses (`RepAdapterConfig.scale`, a number): ``"auto"``
+    searches `SCALE_CANDIDATES`, ``"paper"`` takes the official VTAB-1k value, and a number
+    (kept as its text, e.g. ``"0.5"``) is that s; the run's summary records the s it chose.
     """
 
     task: str = "classification"
