@@ -70,13 +70,19 @@ def train_only(model: nn.Module, trains: Callable[[str], bool]) -> nn.Module:
 def block_parts(model: nn.Module) -> dict[str, list[str]]:
     """Where the model's family puts adapters, as the baselines name them: ``"attn"``, the
     attention modules (the hosts of placement "attn"), and ``"mlp"``, the block's other hosts of
-    placement "block" (the MLPs). Empty lists for a family without those placements."""
+    placement "block" (the MLPs). Empty lists for a model without those placements."""
     family = family_of_or_none(model)
-    if family is None or "block" not in family.placements:
-        return {"attn": [], "mlp": []}
-    attention = [site.host for site in family.sites(model, "attn")] if "attn" in family.placements else []
-    others = [site.host for site in family.sites(model, "block") if site.host not in attention]
-    return {"attn": attention, "mlp": others}
+
+    def hosts(placement: str) -> list[str]:
+        if family is None or placement not in family.placements:
+            return []
+        try:
+            return [site.host for site in family.sites(model, placement)]
+        except RepAdapterError:  # e.g. a Segmenter whose backbone's family has no such placement
+            return []
+
+    attention = hosts("attn")
+    return {"attn": attention, "mlp": [host for host in hosts("block") if host not in attention]}
 
 
 def layers_named(
