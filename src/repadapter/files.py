@@ -14,6 +14,7 @@ only, which holds no code, and no NaN or infinite values.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -163,6 +164,16 @@ def save_tensor_file(
     """Write ``tensors`` (and string ``metadata``) as safetensors, atomically and reproducibly."""
     data = safetensors_bytes(tensors, metadata)
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of ``tensors``: each one's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _is_pickle(path: Path) -> bool:

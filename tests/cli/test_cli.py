@@ -290,3 +290,26 @@ def test_counts_below_their_minimum_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2 and "expected a whole number of at least" in capsys.readouterr().err
+
+
+def test_eval_scores_a_runs_trained_tensors(tmp_path, capsys):
+    """`eval --weights run/trained.safetensors` scores a method without adapters as its run did,
+    and refuses a --model it was not trained as; `predict` reads the file too."""
+    from tests.fixtures import TINY_CLI_FLAGS, make_vtab_task
+
+    make_vtab_task(tmp_path, "eurosat", train=16, val=8, test=12, classes=3)
+    data = ["--data", f"vtab:{tmp_path / 'eurosat'}"]
+    recipe = [*TINY_CLI_FLAGS, "--epochs", "2", "--selection", "none", "--method", "bitfit", "--seed", "7"]
+    run = tmp_path / "run"
+    assert main(["train", *data, *recipe, "--out", str(run)]) == 0
+    capsys.readouterr()
+    trained = f"{100 * json.loads((run / 'summary.json').read_text())['test_score']:.2f}%"
+    weights = ["--weights", str(run / "trained.safetensors"), "--workers", "0"]
+    assert main(["eval", *data, "--model", "vit_tiny_patch16_224", "--no-pretrained", *weights]) == 0
+    assert f"accuracy {trained}" in capsys.readouterr().out
+    assert main(["eval", *data, "--model", "vit_small_patch16_224", *weights]) == 2
+    assert "holds a bitfit run of --model vit_tiny_patch16_224" in capsys.readouterr().err
+    images, rows = tmp_path / "eurosat" / "images", tmp_path / "rows.csv"
+    predict = ["predict", "--model", "vit_tiny_patch16_224", *weights[:2], "--images", str(images)]
+    assert main([*predict, "--out", str(rows)]) == 0
+    assert "top-5 of 10 classes for 36 images" in capsys.readouterr().out and rows.is_file()

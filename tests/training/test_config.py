@@ -80,3 +80,25 @@ def test_bad_config_files_are_explained(tmp_path, text, message):
 def test_senseless_numbers_are_refused(settings, message):
     with pytest.raises(RepAdapterError, match=message):
         resolve_config(**settings)
+
+
+def test_config_names_are_the_registries_names():
+    """A config checks --method and --task against its own name lists, so that it imports
+    neither registry; those lists are the registries' keys, in order."""
+    from repadapter.training.config import METHOD_NAMES, TASK_NAMES
+    from repadapter.training.methods import METHODS
+    from repadapter.training.tasks import TASK_KIND_MODULES
+
+    assert tuple(METHODS) == METHOD_NAMES and tuple(TASK_KIND_MODULES) == TASK_NAMES
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"method": "prompt"}, "unknown method 'prompt'; methods: repadapter, linear, full"),
+        ({"task": "detection"}, "unknown task 'detection'; tasks: classification, segmentation, video"),
+    ],
+)
+def test_unknown_names_are_refused_with_the_known_ones(settings, message):
+    with pytest.raises(RepAdapterError, match=message):
+        resolve_config(**settings)

@@ -89,3 +89,27 @@ def test_methods_without_adapters_train_what_they_say_and_save_it(tmp_path, meth
     else:
         assert summary["trained_params"] == summary["backbone_params"]
     assert summary["trained_params"] == sum(t.numel() for t in saved.values())
+
+
+def test_trained_tensors_load_back_into_the_model_they_were_trained_as(tmp_path):
+    """A method without adapters saves trained.safetensors; load_trained rebuilds its seeded base,
+    prepares it by the method and scores what the run scored, and refuses another base."""
+    from repadapter.files import read_tensor_file_with_metadata
+    from repadapter.training.protocol import load_trained
+    from repadapter.training.trainer import evaluate
+
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8, test=12))
+    cfg = tiny_recipe(method="lora", selection="none", scale="2", epochs=2, seed=3)
+    summary = run_task(task, cfg, tmp_path / "run", CPU, progress=False)
+    path = tmp_path / "run" / "trained.safetensors"
+    metadata, tensors = read_tensor_file_with_metadata(path)
+    model = load_trained(path, metadata, tensors, "classification", task.num_classes, cfg.model)
+    assert model.blocks[0].attn.qkv.scale == 2.0
+    scores = evaluate(model.eval(), task.split("test"), task.num_classes, summary["preprocessing"], cfg, CPU)
+    assert scores["accuracy"] == summary["test_score"]
+
+    with pytest.raises(RepAdapterError, match="holds a lora run of --model vit_tiny_patch16_224 on a"):
+        load_trained(path, metadata, tensors, "classification", task.num_classes, "vit_small_patch16_224")
+    other = {**metadata, "config": json.dumps(json.loads(metadata["config"]) | {"seed": 4})}
+    with pytest.raises(RepAdapterError, match="was trained on another backbone.*a random init, seed 4"):
+        load_trained(path, other, tensors, "classification", task.num_classes, cfg.model)

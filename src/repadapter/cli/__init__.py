@@ -512,11 +512,12 @@ def _load_weights(
 def _eval(args: argparse.Namespace) -> None:
     import torch
 
-    from repadapter.files import read_adapter_file, read_tensor_file
+    from repadapter.files import read_adapter_file, read_tensor_file_with_metadata
     from repadapter.provenance import provenance, write_result
     from repadapter.training import distributed
     from repadapter.training.config import resolve_config
     from repadapter.training.data import data_task, load_task
+    from repadapter.training.protocol import TRAINED_FORMAT, load_trained
     from repadapter.training.tasks import task_kind
     from repadapter.training.trainer import evaluate
 
@@ -552,10 +553,12 @@ def _eval(args: argparse.Namespace) -> None:
         file = read_adapter_file(args.adapter)
         _refuse_other_kind(file, args.model)
     else:
-        weights = read_tensor_file(args.weights, "merged checkpoint (--weights)")
+        header, weights = read_tensor_file_with_metadata(args.weights, "merged checkpoint (--weights)")
     ctx = distributed.setup(cfg.device)
     if args.adapter is not None:
         model = _adapted_base(cfg, file, num_classes)
+    elif header.get("format") == TRAINED_FORMAT:  # a run's trained.safetensors
+        model = load_trained(args.weights, header, weights, cfg.task, num_classes, args.model)
     else:
         model = _load_weights(kind.build_model(cfg, num_classes), weights, args, num_classes)
     model.to(ctx.device).eval()
@@ -599,6 +602,7 @@ def _predict(args: argparse.Namespace) -> None:
     from repadapter.training import distributed
     from repadapter.training.config import resolve_config
     from repadapter.training.data.transforms import eval_transform, preprocessing
+    from repadapter.training.protocol import TRAINED_FORMAT, load_trained
     from repadapter.training.tasks import task_kind
 
     if (args.adapter is None) == (args.weights is None):
@@ -617,10 +621,13 @@ def _predict(args: argparse.Namespace) -> None:
                 "repadapter merge, or the adapter file with --adapter"
             )
         num_classes = int(recorded)
-        cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
-        model = _load_weights(
-            task_kind("classification").build_model(cfg, num_classes), weights, args, num_classes
-        )
+        if header.get("format") == TRAINED_FORMAT:  # a run's trained.safetensors
+            model = load_trained(args.weights, header, weights, "classification", num_classes, args.model)
+        else:
+            cfg = resolve_config(model=args.model, pretrained=False, img_size=args.img_size, drop_path=0.0)
+            model = _load_weights(
+                task_kind("classification").build_model(cfg, num_classes), weights, args, num_classes
+            )
     topk = min(5, num_classes) if args.topk is None else args.topk
     if not 1 <= topk <= num_classes:
         raise RepAdapterError(f"--topk {topk}: give 1 to {num_classes}, the model's number of classes")
@@ -971,7 +978,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_flags(evaluate)
     _add_data_flags(evaluate, several=True)
     evaluate.add_argument("--adapter", help="adapter file to load onto the base model")
-    evaluate.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
+    evaluate.add_argument(
+        "--weights",
+        help="merged checkpoint (from repadapter merge), or the trained.safetensors of a run of a "
+        "method without adapters, instead of an adapter file",
+    )
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     evaluate.add_argument(
         "--normalization",
@@ -1023,7 +1034,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_base_flags(predict)
     predict.add_argument("--adapter", help="adapter file to load onto the base model")
-    predict.add_argument("--weights", help="merged checkpoint (from repadapter merge) instead of an adapter")
+    predict.add_argument(
+        "--weights",
+        help="merged checkpoint (from repadapter merge), or the trained.safetensors of a run of a "
+        "method without adapters, instead of an adapter file",
+    )
     predict.add_argument("--images", required=True, help="folder of images (searched recursively)")
     predict.add_argument("--out", required=True, help="output CSV file")
     predict.add_argument("--topk", type=int, help="classes per image (default: 5, or all if fewer)")

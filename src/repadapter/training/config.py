@@ -27,11 +27,45 @@ AUGMENTS = ("none", "fewshot")
 SELECTIONS = ("val", "test", "none")
 SEG_EVALS = ("resize", "slide")
 MAX_LR = 1e30
+# The --method and --task names: the keys of `training.methods.METHODS` and of the task-kind
+# table in `training.tasks`, in their order (tests/training/test_config.py holds them equal). A
+# config checks its names against these, so that it imports neither registry: the registries
+# import the config.
+METHOD_NAMES = (
+    "repadapter",
+    "linear",
+    "full",
+    "bitfit",
+    "lora",
+    "ssf",
+    "fact-tt",
+    "adapter",
+    "adaptformer",
+    "vpt-deep",
+)
+TASK_NAMES = ("classification", "segmentation", "video")
+
+
+def check_name(what: str, name: str, names: tuple[str, ...]) -> str:
+    """``name`` if it is one of ``names``, else the error naming the ``what`` (method, task) and
+    the known ones."""
+    if name not in names:
+        raise RepAdapterError(f"unknown {what} {name!r}; {what}s: {', '.join(names)}")
+    return name
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run. Defaults: the paper's VTAB-1k recipe for ViT-B/16 (ImageNet-21k)."""
+    """A training run. Defaults: the paper's VTAB-1k recipe for ViT-B/16 (ImageNet-21k).
+
+    Two names keep their meaning from the command line and the saved ``config.yaml``: ``task`` is
+    the task *kind* (``--task``, one of `TASK_NAMES`; the data set is the run's data, not part of
+    the config), and ``dim`` is the method's size: RepAdapter's and the bottleneck adapters' hidden
+    width, LoRA's and FacT-TT's rank, VPT-Deep's prompt count per block. ``scale`` is how a run
+    picks the scale s that a scaled method uses (`RepAdapterConfig.scale`, a number): ``"auto"``
+    searches `SCALE_CANDIDATES`, ``"paper"`` takes the official VTAB-1k value, and a number
+    (kept as its text, e.g. ``"0.5"``) is that s; the run's summary records the s it chose.
+    """
 
     task: str = "classification"
     method: str = "repadapter"
@@ -118,11 +152,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise RepAdapterError(f"bad training config: {message}")
-        from repadapter.training.methods import method
-        from repadapter.training.tasks import task_kind
-
-        method(self.method)
-        task_kind(self.task)
+        check_name("method", self.method, METHOD_NAMES)
+        check_name("task", self.task, TASK_NAMES)
         if self.augment == "fewshot" and self.task != "classification":
             raise RepAdapterError(
                 f"bad training config: augment 'fewshot' is the few-shot classification recipe; "

@@ -13,16 +13,18 @@ Every output says which protocol made it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from repadapter.errors import RepAdapterError
-from repadapter.files import atomic_write, save_tensor_file
+from repadapter.errors import RepAdapterError, first_line
+from repadapter.files import atomic_write, save_tensor_file, tensors_sha256
 from repadapter.training import fsdp
 from repadapter.training.activations import set_grad_checkpointing
-from repadapter.training.config import SCALE_CANDIDATES, TrainConfig
+from repadapter.training.config import SCALE_CANDIDATES, TrainConfig, config_of
 from repadapter.training.data.lists import TaskData
 from repadapter.training.data.vtab import VTAB_TASKS, paper_scale
 from repadapter.training.distributed import DistContext
@@ -44,9 +46,12 @@ SELECT_ON_TEST = (
     "{every} epochs; optimistic, not a held-out estimate"
 )
 FINAL_EPOCH = "final epoch: no selection, trained on train+val for the full schedule, test evaluated once"
+# What a run of a method without adapters saves, and the format its metadata names.
+TRAINED_FILE = "trained.safetensors"
+TRAINED_FORMAT = "repadapter trained tensors"
 
 
-def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
+def candidate_scales(data: TaskData, cfg: TrainConfig) -> list[float]:
     """The scales a run tries: the search set, the official value, or the one given (one
     placeholder for methods without a scale)."""
     if not method(cfg.method).scaled:
@@ -54,11 +59,11 @@ def candidate_scales(task: TaskData, cfg: TrainConfig) -> list[float]:
     if cfg.scale == "auto":
         return list(SCALE_CANDIDATES)
     if cfg.scale == "paper":
-        base = task.name if task.name in VTAB_TASKS else None
+        base = data.name if data.name in VTAB_TASKS else None
         if base is None:
             raise RepAdapterError(
                 f"--scale paper needs a VTAB-1k task (official values exist only for those); "
-                f"{task.name!r} is not one. Use --scale auto or a number."
+                f"{data.name!r} is not one. Use --scale auto or a number."
             )
         return [paper_scale(base, cfg.placement)]
     return [float(cfg.scale)]
@@ -77,7 +82,7 @@ def _eval_epochs(cfg: TrainConfig, stop: int) -> set[int]:
 
 def _run(
     cfg: TrainConfig,
-    task: TaskData,
+    data: TaskData,
     scale: float,
     train: str,
     evals: dict[str, str],
@@ -87,14 +92,14 @@ def _run(
     progress: bool = True,
 ) -> tuple[nn.Module, FitResult, dict[str, Any]]:
     seed_everything(cfg.seed)
-    model = build_model(cfg, task.num_classes, scale)
+    model = build_model(cfg, data.num_classes, scale)
     prep = task_kind(cfg.task).preprocessing(model, cfg.normalization)
     stop = stop_epoch or cfg.epochs
     result = fit(
         model,
-        task.num_classes,
-        task.split(train),
-        {k: task.split(v) for k, v in evals.items()},
+        data.num_classes,
+        data.split(train),
+        {k: data.split(v) for k, v in evals.items()},
         _eval_epochs(cfg, stop),
         cfg,
         prep,
@@ -119,66 +124,139 @@ def backbone_source(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _selection(task: TaskData, cfg: TrainConfig, scales: list[float]) -> str:
+def _selection(data: TaskData, cfg: TrainConfig, scales: list[float]) -> str:
     """How ``run_task`` selects: ``"test"`` (on test), ``"val"`` (on val) or ``"final"`` (no
     selection: the full schedule at the one scale)."""
     if cfg.selection == "test":
         return "test"
-    if cfg.selection == "val" and "val" in task.splits:
+    if cfg.selection == "val" and "val" in data.splits:
         return "val"
     if len(scales) > 1:
         raise RepAdapterError(
-            f"task {task.name}: --selection {cfg.selection} without a validation split cannot choose "
+            f"task {data.name}: --selection {cfg.selection} without a validation split cannot choose "
             "a scale; give --scale <number>, use --selection val with a val split, or --selection test"
         )
     return "final"
 
 
-def _final_split(task: TaskData) -> str:
-    return "trainval" if "trainval" in task.splits else "train"
+def _final_split(data: TaskData) -> str:
+    return "trainval" if "trainval" in data.splits else "train"
 
 
-def check_run(task: TaskData, cfg: TrainConfig, ctx: DistContext, build: bool = True) -> None:
+def check_run(data: TaskData, cfg: TrainConfig, ctx: DistContext, build: bool = True) -> None:
     """Refuse now what would stop `run_task` later: the scale and selection, each training split
     against the global batch, the test split, fp16 without CUDA, and (``build``) the model and
     method, built once and dropped."""
-    scales = candidate_scales(task, cfg)
-    selection = _selection(task, cfg, scales)
-    trains = {"test": ["trainval"], "val": ["train", "trainval"], "final": [_final_split(task)]}[selection]
+    scales = candidate_scales(data, cfg)
+    selection = _selection(data, cfg, scales)
+    trains = {"test": ["trainval"], "val": ["train", "trainval"], "final": [_final_split(data)]}[selection]
     for split in trains:
-        GlobalBatchSampler(len(task.split(split)), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
-    task.split("test")
+        GlobalBatchSampler(len(data.split(split)), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed)
+    data.split("test")
     check_amp(cfg, ctx.device)
     fsdp.check(cfg, ctx)
     if build:
-        build_model(cfg, task.num_classes, scales[0])
+        build_model(cfg, data.num_classes, scales[0])
 
 
-def save_trained(model: nn.Module, path: Path) -> None:
-    """The trained tensors of a method without adapters (a head, or every weight), atomically."""
-    trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    save_tensor_file(path, {k: v for k, v in model.state_dict().items() if k in trained})
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a method without adapters trained: its trainable parameters and the buffers of the
+    modules that hold them (a trained batch norm's running statistics), by state-dict name."""
+    trained = set()
+    for prefix, module in model.named_modules():
+        own = {n for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+        if own:
+            buffers = {n for n, _ in module.named_buffers(recurse=False)}
+            trained |= {f"{prefix}.{n}" if prefix else n for n in own | buffers}
+    return {k: v for k, v in model.state_dict().items() if k in trained}
+
+
+def frozen_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every state-dict tensor `trained_state` leaves out (names, dtypes, shapes and
+    bytes, in name order): the frozen base a method trained on."""
+    trained = set(trained_state(model))
+    return tensors_sha256({n: t for n, t in model.state_dict().items() if n not in trained})
+
+
+def save_trained(model: nn.Module, path: Path, cfg: TrainConfig, scale: float, num_classes: int) -> None:
+    """The `trained_state` of a method without adapters, atomically, with what rebuilds the
+    model it loads into (`load_trained`): the run's config, scale, classes and frozen base."""
+    backbone = {**backbone_source(cfg), "sha256": frozen_fingerprint(model)}
+    metadata = {
+        "format": TRAINED_FORMAT,
+        "config": json.dumps(cfg.to_dict()),
+        "scale": repr(scale),
+        "num_classes": str(num_classes),
+        "backbone": json.dumps(backbone),
+    }
+    save_tensor_file(path, trained_state(model), metadata)
+
+
+def load_trained(
+    path: str | os.PathLike[str],
+    metadata: dict[str, str],
+    tensors: dict[str, torch.Tensor],
+    kind: str,
+    num_classes: int,
+    model_name: str,
+) -> nn.Module:
+    """The model a ``trained.safetensors`` (``metadata``, ``tensors``) was saved from, for a
+    a ``kind`` of task of ``num_classes`` and the model ``model_name``: its base built as its run
+    built it (recorded config and seed), checked to be the frozen base it trained on, prepared
+    by its method, with its trained tensors loaded."""
+    try:
+        cfg = config_of(json.loads(metadata["config"]))
+        scale, classes = float(metadata["scale"]), int(metadata["num_classes"])
+        record = json.loads(metadata["backbone"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise RepAdapterError(f"{path} is a damaged trained-tensors file ({first_line(err)})") from err
+    if (cfg.model, cfg.task, classes) != (model_name, kind, num_classes):
+        raise RepAdapterError(
+            f"{path} holds a {cfg.method} run of --model {cfg.model} on a {cfg.task} task of {classes} "
+            f"classes; it cannot score --model {model_name} on a {kind} task of {num_classes} classes"
+        )
+    seed_everything(cfg.seed)
+    model = build_model(cfg, classes, scale)
+    if set(tensors) != set(trained_state(model)):
+        raise RepAdapterError(
+            f"{path} does not hold what --method {cfg.method} trains in {cfg.model} (another repadapter "
+            "version wrote it?); retrain, or evaluate with that version"
+        )
+    if frozen_fingerprint(model) != record.get("sha256"):
+        source = (
+            f"checkpoint {cfg.checkpoint}"
+            if cfg.checkpoint
+            else "pretrained weights"
+            if cfg.pretrained
+            else f"a random init, seed {cfg.seed}"
+        )
+        raise RepAdapterError(
+            f"{path} was trained on another backbone than the one its run's settings build now "
+            f"({cfg.model}, {source}): those weights, or the library that draws them, changed"
+        )
+    model.load_state_dict(tensors, strict=False)
+    return model
 
 
 def run_task(
-    task: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
+    data: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
 ) -> dict[str, Any]:
-    """Select, train and test on ``task``; write ``summary.json`` and ``adapter.safetensors``
-    (``trained.safetensors`` for methods without adapters)."""
+    """Select, train and test on ``data``; write ``summary.json`` and ``adapter.safetensors``
+    (``trained.safetensors`` for methods without adapters, read back by `load_trained`)."""
     from repadapter.provenance import provenance
 
     out_dir = Path(out_dir)
     kind = task_kind(cfg.task)
-    scales = candidate_scales(task, cfg)
+    scales = candidate_scales(data, cfg)
     search: list[dict[str, Any]] = []
-    selection = _selection(task, cfg, scales)
+    selection = _selection(data, cfg, scales)
     if selection == "test":
         protocol = SELECT_ON_TEST.format(every=cfg.eval_every)
         best_test: tuple[float, int, float, nn.Module, FitResult, dict[str, Any]] | None = None
         for scale in scales:
             model, result, prep = _run(
                 cfg,
-                task,
+                data,
                 scale,
                 "trainval",
                 {"test": "test"},
@@ -204,7 +282,7 @@ def run_task(
         for scale in scales:
             _, result, _ = _run(
                 cfg,
-                task,
+                data,
                 scale,
                 "train",
                 {"val": "val"},
@@ -221,23 +299,23 @@ def run_task(
         assert best_val is not None  # scales is never empty
         scale, epoch, _ = best_val
         model, result, prep = _run(
-            cfg, task, scale, "trainval", {}, out_dir / "final", ctx, stop_epoch=epoch, progress=progress
+            cfg, data, scale, "trainval", {}, out_dir / "final", ctx, stop_epoch=epoch, progress=progress
         )
-        test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
+        test_scores = evaluate(model, data.split("test"), data.num_classes, prep, cfg, ctx)
         note = "adapter saved from the final run"
     else:
         protocol = FINAL_EPOCH
         scale, epoch = scales[0], cfg.epochs
         model, result, prep = _run(
-            cfg, task, scale, _final_split(task), {}, out_dir / "final", ctx, progress=progress
+            cfg, data, scale, _final_split(data), {}, out_dir / "final", ctx, progress=progress
         )
-        test_scores = evaluate(model, task.split("test"), task.num_classes, prep, cfg, ctx)
+        test_scores = evaluate(model, data.split("test"), data.num_classes, prep, cfg, ctx)
         note = "adapter saved from the final run"
 
     counts = count_parameters(model)
     summary = {
-        "task": task.name,
-        "group": task.group,
+        "task": data.name,
+        "group": data.group,
         "task_kind": cfg.task,
         "protocol": protocol,
         "metric": kind.metric,
@@ -262,7 +340,7 @@ def run_task(
         if ctx.is_main and has_adapters(model):
             save_adapter(model, out_dir / "adapter.safetensors", backbone=backbone_source(cfg))
         elif ctx.is_main:
-            save_trained(model, out_dir / "trained.safetensors")
+            save_trained(model, out_dir / TRAINED_FILE, cfg, scale, data.num_classes)
     if ctx.is_main:
         text = json.dumps({"provenance": provenance(), **summary}, indent=2) + "\n"
         atomic_write(out_dir / "summary.json", lambda tmp: tmp.write_text(text))

@@ -10,7 +10,6 @@ modules, the adapter lives at ``<host>.repadapter``, and the adapted host has ti
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import os
 import re
@@ -29,7 +28,7 @@ from repadapter.families import Family, SiteSpec, family_of
 from repadapter.families.factory import constructor_kwargs
 from repadapter.families.generic import GENERIC, target_sites
 from repadapter.families.segmenter import SEGMENTER, backbone_family
-from repadapter.files import AdapterFile, read_adapter_file, write_adapter_file
+from repadapter.files import AdapterFile, read_adapter_file, tensors_sha256, write_adapter_file
 from repadapter.layers.adapter import RepAdapter
 from repadapter.layers.fold import (
     AffineMap,
@@ -539,14 +538,10 @@ def backbone_fingerprint(model: nn.Module) -> str:
     dtypes, shapes and bytes, in name order): the frozen base the adapters were trained on."""
     config = adapter_config(model)
     trained = set(_trained_names(model, _family(model, config), config))
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if name in trained or f".{ADAPTER_ATTR}." in name:
-            continue
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    state = model.state_dict()
+    return tensors_sha256(
+        {n: t for n, t in state.items() if n not in trained and f".{ADAPTER_ATTR}." not in n}
+    )
 
 
 def unload(model: nn.Module) -> nn.Module:

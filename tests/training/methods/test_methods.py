@@ -139,3 +139,32 @@ def test_vpt_deep_keeps_the_token_count_and_costs_attention():
     tokens = model.forward_features(x)
     assert tokens.shape == vit().forward_features(x).shape  # prompts are dropped after each block
     assert model.blocks[0].prompts.shape == (4, 192)
+
+
+def wrapped(name, model):
+    """The modules ``name`` replaced in ``model``, by module path."""
+    before = {n: type(m) for n, m in model.named_modules()}
+    after = prepared(name, model).named_modules()
+    return sorted(n for n, m in after if n in before and type(m) is not before[n])
+
+
+def test_baselines_wrap_the_layers_the_family_places_adapters_on():
+    # the family's attention sites (blocks.i.attn) and MLP sites (blocks.i.mlp) name the layers
+    assert wrapped("lora", vit()) == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
+    assert wrapped("adapter", vit()) == [f"blocks.{i}.{n}" for i in (0, 1) for n in ("attn.proj", "mlp.fc2")]
+    assert wrapped("adaptformer", swin()) == ["layers.0.blocks.0.mlp", "layers.1.blocks.0.mlp"]
+    assert wrapped("vpt-deep", vit()) == ["blocks.0", "blocks.1"]
+    # SSF: every Linear of attention and MLP, every channels-last LayerNorm outside the head
+    ssf = wrapped("ssf", swin())
+    assert {"patch_embed.norm", "layers.1.downsample.norm", "norm"} <= set(ssf)
+    assert "layers.1.downsample.reduction" not in ssf and len(ssf) == 3 + 2 * 6
+    assert wrapped("ssf", convnext()) == [
+        f"stages.{i}.blocks.0.{n}" for i in range(4) for n in ("mlp.fc1", "mlp.fc2", "norm")
+    ]
+
+
+def test_a_model_of_no_family_trains_the_head_timm_records():
+    torch.manual_seed(0)
+    mixer = timm.create_model("mixer_s16_224", img_size=32, num_classes=3)
+    trained = {n for n, p in prepared("linear", mixer).named_parameters() if p.requires_grad}
+    assert trained == {"head.weight", "head.bias"}

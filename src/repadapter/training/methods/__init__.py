@@ -12,14 +12,15 @@ import copy
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.training.methods.adapters import ADAPTER, ADAPTFORMER
+from repadapter.training.config import check_name
 from repadapter.training.methods.base import Method, classifier_names, perturb_trained
-from repadapter.training.methods.fact import FACT_TT
+from repadapter.training.methods.bottleneck_adapters import ADAPTER, ADAPTFORMER
+from repadapter.training.methods.fact_tt import FACT_TT
 from repadapter.training.methods.lora import LORA
-from repadapter.training.methods.reference import BITFIT, FULL, LINEAR
-from repadapter.training.methods.repadapter import REPADAPTER
+from repadapter.training.methods.no_modules import BITFIT, FULL, LINEAR
+from repadapter.training.methods.repadapter_method import REPADAPTER
 from repadapter.training.methods.ssf import SSF
-from repadapter.training.methods.vpt import VPT_DEEP
+from repadapter.training.methods.vpt_deep import VPT_DEEP
 
 METHODS: dict[str, Method] = {
     m.name: m for m in (REPADAPTER, LINEAR, FULL, BITFIT, LORA, SSF, FACT_TT, ADAPTER, ADAPTFORMER, VPT_DEEP)
@@ -29,9 +30,8 @@ __all__ = ["METHODS", "Method", "classifier_names", "deploy", "method", "perturb
 
 
 def method(name: str) -> Method:
-    if name not in METHODS:
-        raise RepAdapterError(f"unknown method {name!r}; methods: {', '.join(METHODS)}")
-    return METHODS[name]
+    """The method called ``name`` (the ``--method`` value)."""
+    return METHODS[check_name("method", name, tuple(METHODS))]
 
 
 def deploy(model: nn.Module, name: str) -> nn.Module:

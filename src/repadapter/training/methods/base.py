@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families import Family, family_of
 from repadapter.families.base import head_of
 from repadapter.training.config import TrainConfig
 
@@ -44,7 +45,16 @@ def classifier_names(model: nn.Module) -> tuple[str, ...]:
     return heads
 
 
-def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+def family_of_or_none(model: nn.Module) -> Family | None:
+    """The model's registered family, or None for a model of none."""
+    try:
+        return family_of(model)
+    except RepAdapterError:
+        return None
+
+
+def is_under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether module or parameter ``name`` is one of ``prefixes`` or inside one."""
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
@@ -52,23 +62,40 @@ def train_only(model: nn.Module, trains: Callable[[str], bool]) -> nn.Module:
     """Freeze every parameter except the classifier's and those whose name ``trains`` accepts."""
     heads = classifier_names(model)
     for name, param in model.named_parameters():
-        param.requires_grad_(_under(name, heads) or trains(name))
+        param.requires_grad_(is_under(name, heads) or trains(name))
     return model
+
+
+def block_parts(model: nn.Module) -> dict[str, list[str]]:
+    """Where the model's family puts adapters, as the baselines name them: ``"attn"``, the
+    attention modules (the hosts of placement "attn"), and ``"mlp"``, the block's other hosts of
+    placement "block" (the MLPs). Empty lists for a model without those placements."""
+    family = family_of_or_none(model)
+
+    def hosts(placement: str) -> list[str]:
+        if family is None or placement not in family.placements:
+            return []
+        try:
+            return [site.host for site in family.sites(model, placement)]
+        except RepAdapterError:  # e.g. a Segmenter whose backbone's family has no such placement
+            return []
+
+    attention = hosts("attn")
+    return {"attn": attention, "mlp": [host for host in hosts("block") if host not in attention]}
 
 
 def layers_named(
     model: nn.Module, suffixes: tuple[str, ...], kind: type[nn.Module], method: str
 ) -> list[str]:
-    """Names of the ``kind`` modules whose name ends with one of ``suffixes`` (outside the
-    classifier); an error naming the method when there are none."""
-    heads = classifier_names(model)
-    found = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, kind)
-        and any(name == s or name.endswith("." + s) for s in suffixes)
-        and not _under(name, heads)
-    ]
+    """Names of the ``kind`` modules ``suffixes`` name in each block, in module order:
+    ``"attn.qkv"`` is the ``qkv`` layer of each attention module, ``"mlp.fc2"`` the ``fc2`` of
+    each MLP (see `block_parts`); an error naming the method when there are none."""
+    parts = block_parts(model)
+    wanted = set()
+    for suffix in suffixes:
+        part, _, layer = suffix.partition(".")
+        wanted |= {f"{host}.{layer}" for host in parts[part]}
+    found = [name for name, module in model.named_modules() if name in wanted and isinstance(module, kind)]
     if not found:
         raise RepAdapterError(
             f"--method {method} wraps {kind.__name__} layers named {', '.join(suffixes)} (timm ViT, DeiT "

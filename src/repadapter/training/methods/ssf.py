@@ -1,6 +1,7 @@
-"""SSF: a learned per-channel scale and shift after every LayerNorm and Linear of each block
-(and the final norm; channels-last layers only): ``y * gamma + beta``, with gamma ~ N(1, 0.02)
-and beta ~ N(0, 0.02) as in the paper.
+"""SSF: a learned per-channel scale and shift after every Linear of each block's attention and MLP
+(where the model's family puts adapters) and after every LayerNorm outside the classifier
+(channels-last ones only): ``y * gamma + beta``, with gamma ~ N(1, 0.02) and beta ~ N(0, 0.02)
+as in the paper.
 
 Each scale-shift is affine on its layer's output channels, so it folds into that layer.
 """
@@ -11,11 +12,18 @@ import torch
 from timm.layers import LayerNorm2d
 from torch import nn
 
+from repadapter.errors import RepAdapterError
 from repadapter.layers.fold import fold_output_scale_shift
 from repadapter.training.config import TrainConfig
-from repadapter.training.methods.base import Method, layers_named, train_only, unwrap, wrap
-
-_TARGETS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2", "norm")
+from repadapter.training.methods.base import (
+    Method,
+    block_parts,
+    classifier_names,
+    is_under,
+    train_only,
+    unwrap,
+    wrap,
+)
 
 
 class ScaleShift(nn.Module):
@@ -37,14 +45,26 @@ class ScaleShift(nn.Module):
 
 
 def _ssf(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
-    # Channels-last outputs only: a LayerNorm2d (ConvNeXt's head) normalises dim 1 of NCHW maps.
+    # The Linear layers of each block's attention and MLP (where the family puts adapters), and
+    # every LayerNorm outside the classifier with channels-last output (a LayerNorm2d, as in
+    # ConvNeXt's stem and head, normalises dim 1 of NCHW maps).
+    parts = block_parts(model)
+    hosts, heads = (*parts["attn"], *parts["mlp"]), classifier_names(model)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and is_under(n, hosts)]
+    if not linears:
+        raise RepAdapterError(
+            f"--method ssf scales and shifts the Linear layers of attention and MLP blocks (timm ViT, "
+            f"DeiT, Swin and ConvNeXt blocks); a {type(model).__name__} has none: use --method "
+            "repadapter, linear or full"
+        )
     norms = [
         name
-        for name in layers_named(model, _TARGETS, nn.LayerNorm, "ssf")
-        if not isinstance(model.get_submodule(name), LayerNorm2d)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.LayerNorm)
+        and not isinstance(module, LayerNorm2d)
+        and not is_under(name, heads)
     ]
-    targets = layers_named(model, _TARGETS, nn.Linear, "ssf") + norms
-    wrap(model, targets, ScaleShift)
+    wrap(model, linears + norms, ScaleShift)
     return train_only(model, lambda name: ".ssf_" in name)
 
 

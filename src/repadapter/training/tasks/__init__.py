@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 
-from repadapter.errors import RepAdapterError
+from repadapter.training.config import check_name
 from repadapter.training.tasks.base import IGNORE_INDEX, TaskKind, confusion, logits_of
 
-_KINDS = {
+TASK_KIND_MODULES = {
     "classification": ("repadapter.training.tasks.classification", "CLASSIFICATION"),
     "segmentation": ("repadapter.training.tasks.segmentation", "SEGMENTATION"),
     "video": ("repadapter.training.tasks.video", "VIDEO"),
@@ -20,9 +20,7 @@ _KINDS = {
 
 def task_kind(name: str) -> TaskKind:
     """The `TaskKind` called ``name`` (the ``--task`` value)."""
-    if name not in _KINDS:
-        raise RepAdapterError(f"unknown task {name!r}; tasks: {', '.join(_KINDS)}")
-    module, attr = _KINDS[name]
+    module, attr = TASK_KIND_MODULES[check_name("task", name, tuple(TASK_KIND_MODULES))]
     kind: TaskKind = getattr(importlib.import_module(module), attr)
     return kind
 

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families.timm_vit import TIMM_VIT
 from repadapter.training.config import TrainConfig
-from repadapter.training.methods.base import Method, train_only
+from repadapter.training.methods.base import Method, block_parts, family_of_or_none, train_only
 
 
 class PromptedBlock(nn.Module):
@@ -34,19 +35,19 @@ class PromptedBlock(nn.Module):
 
 
 def _vpt_deep(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not isinstance(model, VisionTransformer):
+    if family_of_or_none(model) is not TIMM_VIT:
         raise RepAdapterError(
             f"--method vpt-deep prompts timm VisionTransformer token sequences; a {type(model).__name__} "
             "has none: use --method repadapter, lora or ssf"
         )
-    patch = cast(tuple[int, int], model.patch_embed.patch_size)
-    bound = math.sqrt(6.0 / (3 * patch[0] * patch[1] + model.embed_dim))
-    blocks = cast(nn.Sequential, model.blocks)
-    for i, block in enumerate(blocks):
-        blocks[i] = PromptedBlock(
-            block, cfg.dim, model.embed_dim, model.num_prefix_tokens, bound, cfg.dropout
+    patch = cast(tuple[int, int], model.get_submodule("patch_embed").patch_size)
+    width = cast(int, model.embed_dim)
+    bound = math.sqrt(6.0 / (3 * patch[0] * patch[1] + width))
+    prefix = cast(int, model.num_prefix_tokens)
+    # Each block is the parent of an attention module the family puts adapters on.
+    for block in [host.rpartition(".")[0] for host in block_parts(model)["attn"]]:
+        model.set_submodule(
+            block, PromptedBlock(model.get_submodule(block), cfg.dim, width, prefix, bound, cfg.dropout)
         )
     return train_only(model, lambda name: name.endswith(".prompts"))
 

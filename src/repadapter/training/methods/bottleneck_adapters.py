@@ -1,4 +1,4 @@
-"""Non-linear bottleneck adapters, the baselines RepAdapter is measured against.
+"""Non-linear bottleneck adapters, the baselines RepAdapter is measured against, ``--dim`` wide.
 
 - ``adapter`` (Houlsby-style, sequential): after the attention's output projection and after the
   MLP's second layer, ``h + up(GELU(down(h)))``.
@@ -23,14 +23,14 @@ ADAPTFORMER_SCALE = 0.1
 
 
 class Bottleneck(nn.Module):
-    """``up(act(down(dropout(x))))`` with ``up`` zero-initialised."""
+    """``up(act(down(dropout(x))))`` through ``hidden`` channels, with ``up`` zero-initialised."""
 
-    def __init__(self, width: int, dim: int, act: type[nn.Module], dropout: float) -> None:
+    def __init__(self, width: int, hidden: int, act: type[nn.Module], dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.down = nn.Linear(width, dim)
+        self.down = nn.Linear(width, hidden)
         self.act = act()
-        self.up = nn.Linear(dim, width)
+        self.up = nn.Linear(hidden, width)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
@@ -41,10 +41,10 @@ class Bottleneck(nn.Module):
 class SequentialAdapter(nn.Module):
     """A layer followed by a residual bottleneck on its output."""
 
-    def __init__(self, base: nn.Linear, dim: int, dropout: float) -> None:
+    def __init__(self, base: nn.Linear, hidden: int, dropout: float) -> None:
         super().__init__()
         self.base = base
-        self.adapter = Bottleneck(base.out_features, dim, nn.GELU, dropout)
+        self.adapter = Bottleneck(base.out_features, hidden, nn.GELU, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.base(x)
@@ -54,10 +54,10 @@ class SequentialAdapter(nn.Module):
 class ParallelAdapter(nn.Module):
     """An MLP with a scaled bottleneck beside it, reading the same input."""
 
-    def __init__(self, base: nn.Module, width: int, dim: int, dropout: float) -> None:
+    def __init__(self, base: nn.Module, width: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.base = base
-        self.adapter = Bottleneck(width, dim, nn.ReLU, dropout)
+        self.adapter = Bottleneck(width, hidden, nn.ReLU, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + ADAPTFORMER_SCALE * self.adapter(x)
