@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from repadapter.errors import RepAdapterError
+from repadapter.errors import RepAdapterError, first_line
 from repadapter.files import atomic_write, save_tensor_file
 from repadapter.training.activations import set_grad_checkpointing
 from repadapter.training.config import SCALE_CANDIDATES, TrainConfig
@@ -156,6 +156,55 @@ def save_trained(model: nn.Module, path: Path) -> None:
     """The trained tensors of a method without adapters (a head, or every weight), atomically."""
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     save_tensor_file(path, {k: v for k, v in model.state_dict().items() if k in trained})
+
+
+def trained_model(run_dir: Path, cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The model that the finished `run_task` in ``run_dir`` trained with ``cfg``, rebuilt from its
+    files, to score it on other data: the base model with ``adapter.safetensors`` loaded, or the
+    base model prepared by the run's method (at the scale the run chose) with every tensor of
+    ``trained.safetensors`` loaded; built after seeding as the run built it, so a random init is
+    the run's."""
+    from repadapter.files import read_tensor_file
+    from repadapter.training.runs import finished_summary
+    from repadapter.tuner.model import load_adapter
+
+    summary = finished_summary(run_dir, cfg)
+    if summary is None:
+        raise RepAdapterError(f"{run_dir} holds no finished run (no summary.json); train it first")
+    seed_everything(cfg.seed)
+    if (run_dir / "adapter.safetensors").is_file():
+        return load_adapter(
+            task_kind(cfg.task).build_model(cfg, num_classes), run_dir / "adapter.safetensors"
+        )
+    model = build_model(cfg, num_classes, summary["scale"] or 0.0)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    statistics = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and any(p.requires_grad for p in m.parameters())
+    ]
+    if statistics:
+        raise RepAdapterError(
+            f"{run_dir}: --method {cfg.method} trains batch norms ({statistics[0]}, ...) whose running "
+            "statistics trained.safetensors does not keep; score that run where it was trained"
+        )
+    tensors = read_tensor_file(run_dir / "trained.safetensors", "a run's trained tensors")
+    if set(tensors) != trained:
+        odd = sorted(set(tensors) ^ trained)
+        raise RepAdapterError(
+            f"{run_dir / 'trained.safetensors'} does not hold exactly the tensors --method {cfg.method} "
+            f"trains on {cfg.model} ({len(odd)} differ, e.g. {odd[0]}); it comes from another run"
+        )
+    try:
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:
+        raise RepAdapterError(
+            f"{run_dir / 'trained.safetensors'} does not fit {cfg.model} with {num_classes} classes: "
+            f"{first_line(err)}"
+        ) from err
+    return model
 
 
 def run_task(
