@@ -79,3 +79,13 @@ def test_bad_input_is_refused_before_training(suite, tmp_path, capsys, flags, ph
     err = capsys.readouterr().err
     assert err.startswith("repadapter: error: ") and phrase in err, err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_runs_inside_the_suite_and_zero_shots_are_refused(suite, tmp_path, capsys):
+    args = ["bench", "domains", "--root", str(suite), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*args, "--runs", str(suite / "runs")]) == 2
+    assert f"overlap ({suite / 'runs'} lies in {suite})" in capsys.readouterr().err
+    assert not (suite / "runs").exists()
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--runs", str(tmp_path / "runs"), "--shots", "0"])
+    assert stop.value.code == 2 and "expected a whole number of at least 1" in capsys.readouterr().err
