@@ -55,6 +55,7 @@ def test_cli_examples_run(page, index, code, capsys):
         ("training", "training.md"),
         ("segmentation", "methods.md"),
         ("video", "methods.md"),
+        ("domains", "domains.md"),
     ],
 )
 def test_readme_result_tables_are_the_committed_result_files(name, file):

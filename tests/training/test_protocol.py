@@ -7,7 +7,9 @@ from repadapter import RepAdapterError
 from repadapter.training.config import SCALE_CANDIDATES
 from repadapter.training.data import load_task, load_vtab_task
 from repadapter.training.distributed import DistContext
-from repadapter.training.protocol import HONEST, candidate_scales, run_task
+from repadapter.training.protocol import HONEST, candidate_scales, run_task, trained_model
+from repadapter.training.tasks import task_kind
+from repadapter.training.trainer import evaluate
 from tests.fixtures import make_fewshot_dataset, make_image_folder, make_vtab_task, tiny_recipe
 
 CPU = DistContext(0, 1, torch.device("cpu"))
@@ -113,3 +115,27 @@ def test_trained_tensors_load_back_into_the_model_they_were_trained_as(tmp_path)
     other = {**metadata, "config": json.dumps(json.loads(metadata["config"]) | {"seed": 4})}
     with pytest.raises(RepAdapterError, match="was trained on another backbone.*a random init, seed 4"):
         load_trained(path, other, tensors, "classification", task.num_classes, cfg.model)
+
+
+@pytest.mark.parametrize("method", ["linear", "lora", "repadapter"])
+def test_a_finished_run_is_rebuilt_from_its_files_and_scores_as_it_did(tmp_path, method):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=16, val=8, test=12, classes=3))
+    cfg = tiny_recipe(method=method, selection="none", epochs=2, warmup_epochs=0, lr=0.01)
+    summary = run_task(task, cfg, tmp_path / "run", CPU, progress=False)
+    model = trained_model(tmp_path / "run", cfg, task.num_classes)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and len(trained) < len(list(model.parameters()))  # the method's, not every tensor
+    prep = task_kind(cfg.task).preprocessing(model, cfg.normalization)
+    assert evaluate(model, task.split("test"), task.num_classes, prep, cfg, CPU) == summary["test_scores"]
+    with pytest.raises(RepAdapterError, match="another recipe"):
+        trained_model(tmp_path / "run", tiny_recipe(method=method, selection="none", epochs=3), 3)
+    with pytest.raises(RepAdapterError, match="no finished run"):
+        trained_model(tmp_path / "elsewhere", cfg, task.num_classes)
+    if method != "repadapter":  # a trained-tensor file that lacks one of the method's tensors
+        from repadapter.files import read_tensor_file_with_metadata, save_tensor_file
+
+        path = tmp_path / "run" / "trained.safetensors"
+        metadata, saved = read_tensor_file_with_metadata(path)
+        save_tensor_file(path, {k: v for k, v in saved.items() if k != "head.bias"}, metadata)
+        with pytest.raises(RepAdapterError, match="does not hold what --method"):
+            trained_model(tmp_path / "run", cfg, task.num_classes)

@@ -233,6 +233,30 @@ def _bench_probe(args: argparse.Namespace) -> None:
     _write_bench(Path(args.out), "probe", render_probe(result), result, made_by)
 
 
+# bench domains (issue 22 part 1): this handler and its subparser in build_parser, nothing else.
+def _bench_domains(args: argparse.Namespace) -> None:
+    from repadapter.provenance import provenance
+    from repadapter.training.config import config_of
+    from repadapter_lab.benchmarks.domains import DOMAIN_RECIPE, render_domains, run_domains
+
+    _check_outputs(folders=[args.out, args.runs])
+    made_by = provenance()
+    cfg = config_of({**DOMAIN_RECIPE, **_given(args)})
+    sources = args.sources or args.domains
+    result = run_domains(
+        args.root,
+        args.domains,
+        sources,
+        args.methods,
+        cfg,
+        args.shots,
+        args.fewshot_seed,
+        Path(args.runs),
+        progress=not args.quiet,
+    )
+    _write_bench(Path(args.out), "domains", render_domains(result), result, made_by)
+
+
 def _params(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -1290,6 +1314,41 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--tasks", nargs="+", help="only these tasks (default: all)")
     probe.add_argument("--out", required=True, help="results folder")
     probe.set_defaults(func=_bench_probe, reads=("root", "checkpoint"), writes=("out",))
+
+    # bench domains (issue 22 part 1): the subparser of _bench_domains, nothing else.
+    from repadapter_lab.benchmarks.domains import DIGIT_DOMAINS, DOMAIN_SHOTS, DOMAIN_VARIANTS
+
+    domains = bench.add_parser(
+        "domains",
+        help="domain generalization: adapt on K shots of one digit domain, test on the others",
+        description="For each source domain (a task folder of the suite at --root), draw --shots training "
+        "images per class, train each method variant once on them, and score it on the test split of "
+        "every domain (the source's own for reference). Writes <out>/domains.md and domains.json. The "
+        "recipe defaults to the in-house ViT, 40 epochs of batch 32, scale 1, no selection; flags win.",
+    )
+    domains.add_argument("--root", default="data/offline", help="suite folder (default: %(default)s)")
+    domains.add_argument(
+        "--domains",
+        nargs="+",
+        default=list(DIGIT_DOMAINS),
+        help="task folders of one label space (default: %(default)s)",
+    )
+    domains.add_argument("--sources", nargs="+", help="the domains to adapt on (default: every domain)")
+    domains.add_argument(
+        "--shots",
+        type=_positive,
+        default=DOMAIN_SHOTS,
+        help="training images per class (default: %(default)s)",
+    )
+    domains.add_argument(
+        "--fewshot-seed", type=_non_negative, default=0, help="seed of the draw (default: %(default)s)"
+    )
+    domains.add_argument("--methods", nargs="+", default=list(DOMAIN_VARIANTS), choices=list(VARIANTS))
+    _add_recipe_flags(domains)
+    domains.add_argument("--out", required=True, help="results folder")
+    domains.add_argument("--runs", required=True, help="folder for the runs (must not hold them yet)")
+    domains.add_argument("--quiet", action="store_true", help="no progress bars")
+    domains.set_defaults(func=_bench_domains, reads=("root", "checkpoint", "config"), writes=("out", "runs"))
 
     pretrain_cmd = commands.add_parser(
         "pretrain",

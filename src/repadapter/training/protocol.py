@@ -238,6 +238,27 @@ def load_trained(
     return model
 
 
+def trained_model(run_dir: Path, cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The model that the finished `run_task` in ``run_dir`` trained with ``cfg``, rebuilt from its
+    files, to score it on other data: the base model with ``adapter.safetensors`` loaded, or
+    ``trained.safetensors`` through `load_trained`; built after seeding as the run built it, so a
+    random init is the run's."""
+    from repadapter.files import read_tensor_file_with_metadata
+    from repadapter.training.runs import finished_summary
+    from repadapter.tuner.model import load_adapter
+
+    if finished_summary(run_dir, cfg) is None:
+        raise RepAdapterError(f"{run_dir} holds no finished run (no summary.json); train it first")
+    seed_everything(cfg.seed)
+    if (run_dir / "adapter.safetensors").is_file():
+        return load_adapter(
+            task_kind(cfg.task).build_model(cfg, num_classes), run_dir / "adapter.safetensors"
+        )
+    path = run_dir / TRAINED_FILE
+    metadata, tensors = read_tensor_file_with_metadata(path, "a run's trained tensors")
+    return load_trained(path, metadata, tensors, cfg.task, num_classes, cfg.model)
+
+
 def run_task(
     data: TaskData, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True
 ) -> dict[str, Any]:

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from repadapter import RepAdapterError
-from repadapter.training.data.lists import ImageListDataset, read_list
+from repadapter.training.data.lists import ImageListDataset, few_shot, read_list
+from repadapter.training.data.vtab import load_vtab_task
 from tests.fixtures import make_vtab_task
 
 
@@ -50,3 +51,22 @@ def test_dataset_decodes_rgb_and_names_images_it_cannot_decode(tmp_path):
     samples[0].path.write_bytes(data[:60])  # the header survives, the pixels do not
     with pytest.raises(RepAdapterError, match="train800.txt:1: cannot decode"):
         dataset[0]
+
+
+def test_few_shot_draws_k_images_per_class_from_train_and_val_by_seed(tmp_path):
+    task = load_vtab_task(make_vtab_task(tmp_path, "eurosat", train=40, val=20, test=12, classes=10))
+    drawn = few_shot(task, 3, 0)
+    train = drawn.split("train")
+    assert drawn.name == "eurosat_3shot_seed0" and sorted(drawn.splits) == ["test", "train", "trainval"]
+    assert drawn.split("trainval") == train and drawn.split("test") == task.split("test")
+    assert sorted(s.label for s in train) == sorted(list(range(10)) * 3)
+    pool = {s.path for s in task.split("trainval")}
+    assert {s.path for s in train} <= pool and len({s.path for s in train}) == 30
+    assert few_shot(task, 3, 0).split("train") == train  # the same seed draws the same images
+    assert few_shot(task, 3, 1).split("train") != train
+    with pytest.raises(RepAdapterError, match="fewer than --shots 7 training images in 10 class"):
+        few_shot(task, 7, 0)
+    with pytest.raises(RepAdapterError, match="at least 1"):
+        few_shot(task, 0, 0)
+    with pytest.raises(RepAdapterError, match="--fewshot-seed must be 0 or more"):
+        few_shot(task, 3, -1)

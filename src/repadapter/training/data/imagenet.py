@@ -21,14 +21,13 @@ from __future__ import annotations
 import functools
 import os
 import pkgutil
-import random
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from repadapter.errors import RepAdapterError
 from repadapter.training.data.folders import IMAGE_SUFFIXES
-from repadapter.training.data.lists import Sample, TaskData, check_samples, require_dir
+from repadapter.training.data.lists import Sample, TaskData, check_samples, draw_shots, require_dir
 
 # The test-only kinds: each one's class-folder naming and the layout shown in errors.
 TEST_KINDS = {
@@ -152,7 +151,7 @@ def load_imagenet(
                         f"{folder} holds {len(images)} images, fewer than --shots {shots}; "
                         "give fewer shots or the full class folder"
                     )
-                images = sorted(random.Random(f"{seed}/{folder.name}").sample(images, shots))
+                images = draw_shots(images, shots, seed, folder.name)
             train += [Sample(image, label, str(image)) for image in images]
         splits["train"] = splits["trainval"] = train
     if split in (None, "test"):

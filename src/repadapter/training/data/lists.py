@@ -7,12 +7,14 @@ with the file and line it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -47,6 +49,44 @@ class TaskData:
         if name not in self.splits:
             raise RepAdapterError(f"task {self.name} has no {name!r} split; it has {sorted(self.splits)}")
         return self.splits[name]
+
+
+T = TypeVar("T")
+
+
+def draw_shots(items: Sequence[T], shots: int, seed: int, key: str) -> list[T]:
+    """``shots`` of one class's ``items``, drawn with ``seed`` from that class's own random stream
+    (named by ``key``, so a class's draw does not depend on which other classes are present),
+    kept in the order of ``items``: the K-shot draw of ``--shots K --fewshot-seed S``."""
+    picks = random.Random(f"{seed}/{key}").sample(range(len(items)), shots)
+    return [items[i] for i in sorted(picks)]
+
+
+def few_shot(task: TaskData, shots: int, seed: int) -> TaskData:
+    """``task`` adapted on ``shots`` training images per class (`draw_shots`, each class keyed by
+    its label, from the images sorted by path), drawn from train+val (train where it has no
+    val): the K-shot split is ``train`` and ``trainval``, ``val`` is dropped and ``test`` kept."""
+    if shots < 1:
+        raise RepAdapterError(f"--shots is the number of training images per class, at least 1; got {shots}")
+    if seed < 0:
+        raise RepAdapterError(f"--fewshot-seed must be 0 or more; got {seed}")
+    pool = task.split("trainval" if "trainval" in task.splits else "train")
+    by_class: dict[int, list[Sample]] = {label: [] for label in range(task.num_classes)}
+    for sample in sorted(pool, key=lambda s: str(s.path)):
+        by_class[sample.label].append(sample)
+    short = {label: len(samples) for label, samples in by_class.items() if len(samples) < shots}
+    if short:
+        shown = ", ".join(f"class {label}: {count}" for label, count in list(short.items())[:5])
+        raise RepAdapterError(
+            f"task {task.name} has fewer than --shots {shots} training images in {len(short)} class(es) "
+            f"({shown}); give fewer shots"
+        )
+    train = [sample for label in by_class for sample in draw_shots(by_class[label], shots, seed, str(label))]
+    return dataclasses.replace(
+        task,
+        name=f"{task.name}_{shots}shot_seed{seed}",
+        splits={"train": train, "trainval": train, "test": task.split("test")},
+    )
 
 
 def list_lines(list_file: Path, what: str, items: str) -> list[tuple[str, str]]:
