@@ -109,6 +109,7 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
 
 
 def recipe_of(args: argparse.Namespace) -> TrainConfig:
+    """The checked recipe that the --config file and the recipe flags of ``args`` give."""
     from repadapter.training.config import config_of
 
     return config_of(_given(args))
