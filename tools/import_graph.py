@@ -1,9 +1,12 @@
-"""The package's import graph: cycles between modules, and which modules a statement loads.
+"""The import graph of the library and the lab: cycles between modules, imports of the lab by the
+library, and which modules a statement loads.
 
-Run from the repository root: ``python tools/import_graph.py [--package src/repadapter]
-[--load "import repadapter"] [--load "from repadapter.cli import build_parser; build_parser()"]``.
-Imports inside functions count too (marked "lazy"): a cycle through a lazy import still ties two
-modules together, even though Python resolves it at run time. Exit status 1 when there is a cycle.
+Run from the repository root: ``python tools/import_graph.py [--package src/repadapter
+--package src/repadapter_lab] [--load "import repadapter"] [--load "from repadapter.cli import
+build_parser; build_parser()"]`` (the two packages are the default). Imports inside functions
+count too (marked "lazy"): a cycle through a lazy import still ties two modules together, even
+though Python resolves it at run time. Exit status 1 when there is a cycle, or when a module of
+the first package (the library) imports one of a later one (the lab).
 """
 
 from __future__ import annotations
@@ -94,17 +97,22 @@ def loaded_by(statement: str, package: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--package", default="src/repadapter", type=Path)
+    parser.add_argument(
+        "--package",
+        action="append",
+        type=Path,
+        help="a package folder; the first is the library (default: src/repadapter, src/repadapter_lab)",
+    )
     parser.add_argument(
         "--load", action="append", default=[], help="a Python statement to run; lists what it loads"
     )
     args = parser.parse_args()
-    root = args.package.resolve()
-    files = sorted(root.rglob("*.py"))
-    names = {module_name(p, root): p for p in files}
+    roots = [p.resolve() for p in args.package or [Path("src/repadapter"), Path("src/repadapter_lab")]]
+    names = {module_name(p, root): p for root in roots for p in sorted(root.rglob("*.py"))}
     graph = {name: imports_of(path, name, set(names)) for name, path in names.items()}
     found = cycles(graph)
-    print(f"{len(names)} modules, {sum(len(v) for v in graph.values())} imports between them")
+    counts = ", ".join(f"{sum(_in(m, root.name) for m in names)} in {root.name}" for root in roots)
+    print(f"{len(names)} modules ({counts}), {sum(len(v) for v in graph.values())} imports between them")
     print(f"import cycles: {len(found)}")
     for component in found:
         members = set(component)
@@ -115,11 +123,28 @@ def main() -> int:
             if b in members
         ]
         print(f"- {len(component)} modules: " + "; ".join(edges))
-    package = root.name
+    library, others = roots[0].name, [root.name for root in roots[1:]]
+    upward = [
+        f"{a} -> {b}{' (lazy)' if lazy else ''}"
+        for a in sorted(graph)
+        if _in(a, library)
+        for b, lazy in sorted(graph[a].items())
+        if any(_in(b, other) for other in others)
+    ]
+    if others:
+        print(f"imports of {', '.join(others)} by {library}: {len(upward)}")
+        for edge in upward:
+            print(f"- {edge}")
     for statement in args.load:
-        modules = loaded_by(statement, package)
-        print(f"{statement!r} loads {len(modules)} of {len(names)} modules: {', '.join(modules)}")
-    return 1 if found else 0
+        for root in roots:
+            modules = loaded_by(statement, root.name)
+            total = sum(_in(m, root.name) for m in names)
+            print(f"{statement!r} loads {len(modules)} of {total} {root.name} modules: {', '.join(modules)}")
+    return 1 if found or upward else 0
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 if __name__ == "__main__":

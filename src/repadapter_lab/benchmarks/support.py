@@ -12,7 +12,6 @@ this same matrix.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
 import warnings
@@ -359,22 +358,3 @@ def run(json_path: str, markdown_path: str | None) -> list[dict[str, Any]]:
         Path(markdown_path).write_text(table)
     print(table)
     return rows
-
-
-def add_command(commands: Any) -> None:
-    """The ``repadapter support-table`` subcommand (kept here so cli.py needs one call)."""
-    parser = commands.add_parser(
-        "support-table",
-        help="check every supported model family end to end and write the support table",
-        description=__doc__.splitlines()[0],
-    )
-    parser.add_argument("--json", default="results/support_table.json", help="(default: %(default)s)")
-    parser.add_argument("--markdown", default="results/support_table.md", help="(default: %(default)s)")
-    parser.set_defaults(func=_command, writes=("json", "markdown"))
-
-
-def _command(args: argparse.Namespace) -> None:
-    rows = run(args.json, args.markdown)
-    failed = [f"{r['model']} {r['placement']} g={r['groups']}" for r in rows if not r["passed"]]
-    if failed:
-        raise RepAdapterError(f"support checks failed: {failed}")
