@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families import task_of
 from repadapter.families.factory import PACKAGED
 from repadapter.families.video import is_video_model
 from repadapter.files import AdapterFile, read_adapter_file, read_tensor_file_with_metadata
@@ -31,11 +32,6 @@ from repadapter.training.tasks import task_kind
 from repadapter.training.tasks.segmentation import match_trained_head
 from repadapter.training.trainer import seed_everything
 from repadapter.tuner.model import backbone_fingerprint, load_adapter, merge
-
-# Adapter families whose models are not classifiers, and the kind of task that builds them; every
-# other family's adapters are for classifiers. The one place that maps a family to its task here
-# (`adapter_task`): it goes once the family registry records each family's task.
-_FAMILY_TASKS = {"segmenter": "segmentation", "hf_videomae": "video"}
 
 AdapterSource = str | os.PathLike[str] | AdapterFile
 
@@ -51,8 +47,10 @@ class Deployed:
 
 
 def adapter_task(adapter: AdapterFile) -> str:
-    """The kind of task whose models ``adapter`` was trained on, from the family it records."""
-    return _FAMILY_TASKS.get(str(adapter.metadata.get("family")), "classification")
+    """The kind of task whose models ``adapter`` was trained on: its recorded family's task, as the
+    family registry knows it (a file that records no family: a classifier's)."""
+    family = adapter.metadata.get("family")
+    return task_of(str(family)) if family else "classification"
 
 
 def check_model_kind(adapter: AdapterFile, model: str) -> None:
