@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import repadapter as ra
 from repadapter.files import atomic_write, read_adapter_file
-from repadapter.tuner.model import has_adapters
+from repadapter.tuner.inspection import has_adapters
 from tests.conftest import build_vit, input_for
 
 

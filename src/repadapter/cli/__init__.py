@@ -239,7 +239,9 @@ def _params(args: argparse.Namespace) -> None:
 
     from repadapter.families import family_of
     from repadapter.families.factory import create
-    from repadapter.tuner.model import count_parameters, inject, save_adapter
+    from repadapter.tuner.adapter_files import save_adapter
+    from repadapter.tuner.inject import inject
+    from repadapter.tuner.inspection import count_parameters
 
     print(f"{args.model}, dim={args.dim}, groups={args.groups}:")
     for placement in family_of(create(args.model, num_classes=0)).placements:
@@ -645,7 +647,7 @@ _FAMILY_TASKS = {"segmenter": "segmentation", "hf_videomae": "video"}
 
 def _refuse_other_kind(adapter: AdapterFile, model: str) -> None:
     """A video adapter needs a video --model, any other adapter an image one: say so before
-    building a model of the wrong kind (`repadapter.tuner.model.check_family` checks the rest)."""
+    building a model of the wrong kind (`repadapter.tuner.adapter_files.check_family` checks the rest)."""
     from repadapter.families.video import is_video_model
 
     family = adapter.metadata.get("family")
@@ -662,7 +664,7 @@ def _merged_from_adapter(args: argparse.Namespace) -> tuple[nn.Module, int, str]
     the kind of task it is for (from the adapter's family)."""
     from repadapter.files import read_adapter_file
     from repadapter.training.config import resolve_config
-    from repadapter.tuner.model import merge
+    from repadapter.tuner.merge import merge
 
     adapter = read_adapter_file(args.adapter)
     _refuse_other_kind(adapter, args.model)
@@ -689,7 +691,7 @@ def _adapted_base(cfg: TrainConfig, adapter: AdapterFile, num_classes: int) -> n
     from repadapter.training.tasks import task_kind
     from repadapter.training.tasks.segmentation import match_trained_head
     from repadapter.training.trainer import seed_everything
-    from repadapter.tuner.model import backbone_fingerprint, load_adapter
+    from repadapter.tuner.adapter_files import backbone_fingerprint, load_adapter
 
     record = adapter.metadata.get("backbone")
     if isinstance(record, dict) and isinstance(record.get("seed"), int):

@@ -35,7 +35,8 @@ from repadapter.training.trainer import (
     fit,
     seed_everything,
 )
-from repadapter.tuner.model import count_parameters, has_adapters, save_adapter
+from repadapter.tuner.adapter_files import save_adapter
+from repadapter.tuner.inspection import count_parameters, has_adapters
 
 HONEST = "validation-selected: scale and epoch chosen on val, retrained on train+val, test evaluated once"
 SELECT_ON_TEST = (
