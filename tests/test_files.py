@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import repadapter as ra
 from repadapter.files import atomic_write, read_adapter_file
-from repadapter.tuner.model import has_adapters
+from repadapter.tuner.inspection import has_adapters
 from tests.conftest import build_vit, input_for
 
 
@@ -212,7 +212,7 @@ def test_non_finite_tensors_are_refused_naming_the_tensor(saved, tmp_path, name,
 
 
 def test_files_of_another_family_name_the_family_they_are_for(saved, tmp_path):
-    from tests.tasks.test_segmentation import segmenter
+    from tests.training.tasks.test_segmentation import segmenter
 
     _, vit_file = saved
     convnext = timm.create_model("convnext_atto", num_classes=10)

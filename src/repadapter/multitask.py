@@ -18,29 +18,27 @@ from torch import nn
 from repadapter.errors import RepAdapterError
 from repadapter.families import head_of
 from repadapter.files import AdapterFile, read_adapter_file
+from repadapter.tuner.adapter_files import load_adapter, snapshot
 from repadapter.tuner.config import RepAdapterConfig
-from repadapter.tuner.model import (
-    _load,
-    _snapshot,
-    adapter_config,
-    inject,
-    load_adapter,
-    merge,
-    unload,
-    unmerge,
-)
+from repadapter.tuner.inject import inject
+from repadapter.tuner.inspection import adapter_config
+from repadapter.tuner.merge import merge, unload, unmerge
 
 DEFAULT = "default"
+# Kept in ``model.__dict__`` (out of ``state_dict``), beside the tuner's own keys
+# (`repadapter.tuner.hosts`): the stored adapters as `snapshot`s, by name, and the live one's name.
+STORE_KEY = "repadapter_store"
+ACTIVE_KEY = "repadapter_active"
 
 
 def _store(model: nn.Module) -> dict[str, AdapterFile]:
-    return model.__dict__.setdefault("repadapter_store", {})
+    return model.__dict__.setdefault(STORE_KEY, {})
 
 
 def active_adapter(model: nn.Module) -> str:
     """The name of the live adapter (``"default"`` for the one `inject` made)."""
     adapter_config(model)
-    return model.__dict__.get("repadapter_active", DEFAULT)
+    return model.__dict__.get(ACTIVE_KEY, DEFAULT)
 
 
 def adapter_names(model: nn.Module) -> list[str]:
@@ -73,11 +71,11 @@ def add_adapter(
         )
     current = active_adapter(model)
     config = config or adapter_config(model)
-    _store(model)[current] = _snapshot(model, f"adapter {current!r}")
+    _store(model)[current] = snapshot(model, f"adapter {current!r}")
     unload(model)
     _set_num_classes(model, num_classes or int(cast(Any, model).num_classes), fresh=True)
     inject(model, config)
-    model.__dict__["repadapter_active"] = name
+    model.__dict__[ACTIVE_KEY] = name
     return model
 
 
@@ -89,12 +87,12 @@ def set_active_adapter(model: nn.Module, name: str) -> nn.Module:
     store = _store(model)
     if name not in store:
         raise RepAdapterError(f"no adapter named {name!r}; names: {adapter_names(model)}")
-    store[current] = _snapshot(model, f"adapter {current!r}")
+    store[current] = snapshot(model, f"adapter {current!r}")
     target = store.pop(name)
     unload(model)
     _set_num_classes(model, target.metadata["num_classes"])
-    _load(model, target)
-    model.__dict__["repadapter_active"] = name
+    load_adapter(model, target)
+    model.__dict__[ACTIVE_KEY] = name
     return model
 
 

@@ -25,7 +25,8 @@ from repadapter.training.data.transforms import eval_transform, preprocessing
 from repadapter.training.data.vtab import load_vtab_task
 from repadapter.training.distributed import DistContext
 from repadapter.training.protocol import run_task
-from repadapter.tuner.model import load_adapter, merge
+from repadapter.tuner.adapter_files import load_adapter
+from repadapter.tuner.merge import merge
 from repadapter_lab.benchmarks.latency import measure_latency
 from repadapter_lab.benchmarks.support import TOL
 from repadapter_lab.offline.suite import DEFAULT_SIZES, build_suite

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from repadapter.families.factory import create_base
 from repadapter.files import read_adapter_file
 from repadapter.training.tasks import logits_of
-from repadapter.tuner.model import load_adapter
+from repadapter.tuner.adapter_files import load_adapter
 from tests.fixtures import make_image_folder, run_cli
 
 COMMON = ["--device", "cpu", "--workers", "0"]

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import repadapter as ra
-import repadapter.tuner.model
 from repadapter import RepAdapterError
 from repadapter.families.building import add_drop_path
 from repadapter.families.factory import create
 from repadapter.families.video import VIDEOMAE_BRANCHES, VIDEOMAE_LAYER, create_video_model, is_video_model
+from repadapter.tuner.adapter_files import _base_model_name
 
 transformers = pytest.importorskip("transformers")
 
@@ -81,7 +81,7 @@ def test_inflated_state_loads_strictly_and_records_a_timm_like_cfg(inflated):
     assert fresh.pretrained_cfg["tag"] is None
     adapted = ra.inject(create_video_model("videomae_tiny6_patch4_32.fmnist", 4), ra.RepAdapterConfig(dim=2))
     assert adapted.classifier.out_features == 4
-    assert repadapter.tuner.model._base_model_name(adapted) == "videomae_tiny6_patch4_32.fmnist"
+    assert _base_model_name(adapted) == "videomae_tiny6_patch4_32.fmnist"
 
 
 def test_other_sizes_frames_and_checkpoints(tmp_path, image_vit):

@@ -108,15 +108,15 @@ def test_a_model_without_a_switch_is_refused_with_the_fix():
 
 
 def _input_norms(model):
-    from repadapter.tuner.model import _adapted_hosts, _site_of
+    from repadapter.tuner.hosts import adapted_hosts, site_of
 
-    return [_site_of(host).input_norm for _, host in _adapted_hosts(model) if _site_of(host).input_norm]
+    return [site_of(host).input_norm for _, host in adapted_hosts(model) if site_of(host).input_norm]
 
 
 def _without_recomputation(model):
     """The same model with every adapter keeping its own input, as before adapters recomputed
     it from what their input norm keeps."""
-    from repadapter.tuner.model import _watch_norm
+    from repadapter.tuner.hosts import _watch_norm
 
     for norm in _input_norms(model):
         _watch_norm(norm, watch=False)

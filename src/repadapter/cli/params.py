@@ -13,7 +13,9 @@ def _params(args: argparse.Namespace) -> None:
 
     from repadapter.families import family_of
     from repadapter.families.factory import create
-    from repadapter.tuner.model import count_parameters, inject, save_adapter
+    from repadapter.tuner.adapter_files import save_adapter
+    from repadapter.tuner.inject import inject
+    from repadapter.tuner.inspection import count_parameters
 
     print(f"{args.model}, dim={args.dim}, groups={args.groups}:")
     for placement in family_of(create(args.model, num_classes=0)).placements:

@@ -31,7 +31,8 @@ from repadapter.training.protocol import TRAINED_FORMAT, load_trained
 from repadapter.training.tasks import task_kind
 from repadapter.training.tasks.segmentation import match_trained_head
 from repadapter.training.trainer import seed_everything
-from repadapter.tuner.model import backbone_fingerprint, load_adapter, merge
+from repadapter.tuner.adapter_files import backbone_fingerprint, load_adapter
+from repadapter.tuner.merge import merge
 
 AdapterSource = str | os.PathLike[str] | AdapterFile
 
@@ -55,7 +56,7 @@ def adapter_task(adapter: AdapterFile) -> str:
 
 def check_model_kind(adapter: AdapterFile, model: str) -> None:
     """Refuse to build ``model`` for ``adapter`` when one is for video and the other not, before a
-    model of the wrong kind is built (`repadapter.tuner.model.check_family` checks the rest)."""
+    model of the wrong kind is built (`repadapter.tuner.adapter_files.check_family` checks the rest)."""
     family = adapter.metadata.get("family")
     if (adapter_task(adapter) == "video") != is_video_model(model):
         made_for = adapter.metadata.get("base_model") or "the model it was trained on"

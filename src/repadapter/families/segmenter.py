@@ -11,9 +11,8 @@ import dataclasses
 
 from torch import nn
 
-from repadapter.errors import RepAdapterError
 from repadapter.families.base import Family, SiteSpec, family_of, is_instance_of, register_family
-from repadapter.tuner.config import ALL_PLACEMENTS
+from repadapter.tuner.config import ALL_PLACEMENTS, RepAdapterConfig
 
 SEGMENTER_CLASS = "repadapter.training.tasks.segmentation.Segmenter"
 BACKBONE = "backbone"
@@ -30,11 +29,7 @@ def backbone_family(model: nn.Module) -> Family:
 
 def _sites(model: nn.Module, placement: str) -> list[SiteSpec]:
     family = backbone_family(model)
-    if placement not in family.placements:
-        raise RepAdapterError(
-            f"placement={placement!r} does not exist for {family.name} backbones; "
-            f"use one of {family.placements}, or name layers with target_modules=..."
-        )
+    RepAdapterConfig.check_placement(placement, family.placements, f"{family.name} backbones")
     return [
         dataclasses.replace(
             site,

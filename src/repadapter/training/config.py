@@ -18,7 +18,7 @@ from repadapter.errors import RepAdapterError, first_line
 from repadapter.training.data.cache import CACHE_MODES
 from repadapter.training.data.transforms import NORMALIZATIONS
 from repadapter.training.data.video import SAMPLINGS as FRAME_SAMPLINGS
-from repadapter.tuner.config import ALL_PLACEMENTS
+from repadapter.tuner.config import RepAdapterConfig
 
 SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")
@@ -113,6 +113,7 @@ class TrainConfig:
     seg_levels: int = 1
 
     def __post_init__(self) -> None:
+        placement_error = RepAdapterConfig.placement_error(self.placement)
         checks = [
             (
                 all(math.isfinite(getattr(self, f.name)) for f in fields(self) if f.type == "float"),
@@ -122,7 +123,7 @@ class TrainConfig:
             (self.seg_eval in SEG_EVALS, f"seg_eval must be one of {SEG_EVALS}"),
             (self.num_frames is None or self.num_frames >= 1, "num_frames must be positive"),
             (self.seg_levels >= 1, "seg_levels must be positive"),
-            (self.placement in ALL_PLACEMENTS, f"placement must be one of {ALL_PLACEMENTS}"),
+            (placement_error is None, str(placement_error)),
             (self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
             (self.fsdp_dtype in FSDP_DTYPES, f"fsdp_dtype must be one of {FSDP_DTYPES}"),

@@ -38,7 +38,8 @@ from repadapter.training.trainer import (
     fit,
     seed_everything,
 )
-from repadapter.tuner.model import count_parameters, has_adapters, save_adapter
+from repadapter.tuner.adapter_files import save_adapter
+from repadapter.tuner.inspection import count_parameters, has_adapters
 
 HONEST = "validation-selected: scale and epoch chosen on val, retrained on train+val, test evaluated once"
 SELECT_ON_TEST = (
@@ -245,7 +246,7 @@ def trained_model(run_dir: Path, cfg: TrainConfig, num_classes: int) -> nn.Modul
     random init is the run's."""
     from repadapter.files import read_tensor_file_with_metadata
     from repadapter.training.runs import finished_summary
-    from repadapter.tuner.model import load_adapter
+    from repadapter.tuner.adapter_files import load_adapter
 
     if finished_summary(run_dir, cfg) is None:
         raise RepAdapterError(f"{run_dir} holds no finished run (no summary.json); train it first")

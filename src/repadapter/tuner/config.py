@@ -61,10 +61,7 @@ class RepAdapterConfig:
                 raise RepAdapterError(
                     f"target_modules pattern {pattern!r} is not a valid regex: {err}"
                 ) from err
-        if self.placement not in ALL_PLACEMENTS:
-            raise RepAdapterError(
-                f"placement={self.placement!r} is not supported; use one of {ALL_PLACEMENTS}"
-            )
+        self.check_placement(self.placement)
         if not isinstance(self.dim, int) or self.dim < 1:
             raise RepAdapterError(f"dim must be a positive integer, got {self.dim!r}")
         if not isinstance(self.groups, int) or self.groups < 1:
@@ -83,6 +80,35 @@ class RepAdapterConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise RepAdapterError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @staticmethod
+    def placement_error(
+        placement: str, offered: tuple[str, ...] = ALL_PLACEMENTS, owner: str | None = None
+    ) -> str | None:
+        """What is wrong with the placement name ``placement``, or None when ``offered`` has it.
+
+        ``offered`` defaults to every placement some family has; ``owner`` names whose
+        placements ``offered`` are (``"timm_vit models"``), for the message.
+        """
+        if placement in offered:
+            return None
+        if owner is None:
+            return f"placement={placement!r} is not supported; the placement must be one of {offered}"
+        return (
+            f"placement={placement!r} does not exist for {owner}; "
+            f"use one of {offered}, or name layers with target_modules=..."
+        )
+
+    @staticmethod
+    def check_placement(
+        placement: str, offered: tuple[str, ...] = ALL_PLACEMENTS, owner: str | None = None
+    ) -> None:
+        """Raise `placement_error` as a `RepAdapterError`, if there is one: the one check of a
+        placement name, for this config and for a model family's placements (`inject`, a
+        Segmenter's backbone); `TrainConfig` reports `placement_error` with its other checks."""
+        error = RepAdapterConfig.placement_error(placement, offered, owner)
+        if error is not None:
+            raise RepAdapterError(error)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `from_dict` reads it back."""

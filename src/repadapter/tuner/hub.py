@@ -22,7 +22,8 @@ from repadapter.errors import RepAdapterError
 from repadapter.families import family_named, find_family
 from repadapter.families.factory import create, pretrained_unavailable
 from repadapter.files import read_adapter_file, read_tensor_file
-from repadapter.tuner.model import count_parameters, has_adapters, load_adapter, save_adapter
+from repadapter.tuner.adapter_files import load_adapter, save_adapter
+from repadapter.tuner.inspection import count_parameters, has_adapters
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -20,8 +20,11 @@ import torch
 
 from repadapter.families.factory import create
 from repadapter.layers.adapter import RepAdapter
+from repadapter.tuner.adapter_files import save_adapter
 from repadapter.tuner.config import RepAdapterConfig
-from repadapter.tuner.model import count_parameters, inject, merge, perturb_adapters, save_adapter, unmerge
+from repadapter.tuner.inject import inject
+from repadapter.tuner.inspection import count_parameters, perturb_adapters
+from repadapter.tuner.merge import merge, unmerge
 
 # The ViTs the core is checked on: plain, no qkv bias, LayerScale (DeiT-3), and ViT-B at 224.
 DEFAULT_MODELS = (

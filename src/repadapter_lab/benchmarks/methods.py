@@ -22,7 +22,8 @@ from repadapter.training.distributed import DistContext
 from repadapter.training.protocol import run_task
 from repadapter.training.runs import finished_summary
 from repadapter.training.tasks import logits_of, task_kind
-from repadapter.tuner.model import load_adapter, merge
+from repadapter.tuner.adapter_files import load_adapter
+from repadapter.tuner.merge import merge
 from repadapter_lab.benchmarks.accuracy import variant_config
 
 MERGE_CHECK_SAMPLES = 16

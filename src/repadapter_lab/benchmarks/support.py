@@ -25,8 +25,11 @@ from torch import nn
 
 from repadapter.errors import RepAdapterError
 from repadapter.families import family_of
+from repadapter.tuner.adapter_files import load_adapter, save_adapter
 from repadapter.tuner.config import RepAdapterConfig
-from repadapter.tuner.model import inject, load_adapter, merge, perturb_adapters, save_adapter, unmerge
+from repadapter.tuner.inject import inject
+from repadapter.tuner.inspection import perturb_adapters
+from repadapter.tuner.merge import merge, unmerge
 
 Size = tuple[int, int]
 # Merged vs unmerged outputs, max |Δ| in float32: 1e-5, times the largest |output| where that

@@ -12,16 +12,11 @@ import torch
 
 from repadapter.families.factory import create
 from repadapter.multitask import switch_adapter
+from repadapter.tuner.adapter_files import load_adapter, save_adapter
 from repadapter.tuner.config import RepAdapterConfig
-from repadapter.tuner.model import (
-    inject,
-    load_adapter,
-    merge,
-    perturb_adapters,
-    save_adapter,
-    unload,
-    unmerge,
-)
+from repadapter.tuner.inject import inject
+from repadapter.tuner.inspection import perturb_adapters
+from repadapter.tuner.merge import merge, unload, unmerge
 
 
 def measure_switch(model_name: str, classes: tuple[int, int] = (100, 47), rounds: int = 6) -> dict[str, Any]:

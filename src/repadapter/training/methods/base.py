@@ -27,7 +27,7 @@ class Method:
     description: str
     prepare: Callable[[nn.Module, TrainConfig, float], nn.Module]
     scaled: bool
-    merge: Callable[[nn.Module], nn.Module] | None
+    merge: Callable[[nn.Module], nn.Module] | None  # folds in place; `deploy` copies first
 
     @property
     def mergeable(self) -> bool:

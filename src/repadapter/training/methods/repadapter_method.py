@@ -1,4 +1,4 @@
-"""RepAdapter as a method: `repadapter.tuner.model.inject` with the run's adapter settings."""
+"""RepAdapter as a method: `repadapter.tuner.inject.inject` with the run's adapter settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from torch import nn
 from repadapter.training.config import TrainConfig
 from repadapter.training.methods.base import Method
 from repadapter.tuner.config import RepAdapterConfig
-from repadapter.tuner.model import inject, merge
+from repadapter.tuner.inject import inject
+from repadapter.tuner.merge import merge
 
 
 def _repadapter(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
@@ -17,4 +18,8 @@ def _repadapter(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
     return inject(model, adapter)
 
 
-REPADAPTER = Method("repadapter", "RepAdapter (placement from --placement)", _repadapter, True, merge)
+def _merge(model: nn.Module) -> nn.Module:
+    return merge(model, inplace=True)
+
+
+REPADAPTER = Method("repadapter", "RepAdapter (placement from --placement)", _repadapter, True, _merge)
