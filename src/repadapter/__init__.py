@@ -5,10 +5,10 @@ backbone so the deployed model is the vanilla architecture at the original speed
 """
 
 from repadapter._version import __version__
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.layers.adapter import GroupedLinear, RepAdapter
 from repadapter.tuner.adapter_files import load_adapter, save_adapter
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.hub import from_pretrained, save_pretrained
 from repadapter.tuner.inject import inject
 from repadapter.tuner.inspection import (

@@ -30,8 +30,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError, first_line
-from repadapter.tuner.config import RepAdapterConfig
 
 METADATA_KEY = "repadapter"
 FORMAT_VERSION = 1

@@ -15,11 +15,11 @@ from typing import Any, cast
 
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import head_of
 from repadapter.files import AdapterFile, read_adapter_file
 from repadapter.tuner.adapter_files import load_adapter, snapshot
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.inject import inject
 from repadapter.tuner.inspection import adapter_config
 from repadapter.tuner.merge import merge, unload, unmerge

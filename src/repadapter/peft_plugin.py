@@ -45,11 +45,11 @@ from peft.utils import PeftType, register_peft_method
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families.base import family_of
 from repadapter.layers.adapter import GroupedLinear, bottleneck_affine
 from repadapter.layers.fold import AffineMap, fold_into, unfold_from
-from repadapter.tuner.config import RepAdapterConfig
 
 NAME = "repadapter"
 PREFIX = "repadapter_"

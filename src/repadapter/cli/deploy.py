@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repadapter.cli.flags import add_base_flags, check_outputs
+from repadapter.config import PLACEMENTS
 from repadapter.errors import RepAdapterError
-from repadapter.tuner.config import PLACEMENTS
 
 if TYPE_CHECKING:
     from repadapter.export.deployed import Deployed

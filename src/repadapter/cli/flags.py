@@ -14,8 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from repadapter.config import ALL_PLACEMENTS
 from repadapter.errors import RepAdapterError
-from repadapter.tuner.config import ALL_PLACEMENTS
 
 
 def positive(text: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from repadapter.tuner.config import RepAdapterConfig
+from repadapter.config import RepAdapterConfig
 
 
 def _params(args: argparse.Namespace) -> None:

@@ -11,8 +11,8 @@ import dataclasses
 
 from torch import nn
 
+from repadapter.config import ALL_PLACEMENTS, RepAdapterConfig
 from repadapter.families.base import Family, SiteSpec, family_of, is_instance_of, register_family
-from repadapter.tuner.config import ALL_PLACEMENTS, RepAdapterConfig
 
 SEGMENTER_CLASS = "repadapter.training.tasks.segmentation.Segmenter"
 BACKBONE = "backbone"

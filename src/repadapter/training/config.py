@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError, first_line
 from repadapter.training.data.cache import CACHE_MODES
 from repadapter.training.data.transforms import NORMALIZATIONS
 from repadapter.training.data.video import SAMPLINGS as FRAME_SAMPLINGS
-from repadapter.tuner.config import RepAdapterConfig
 
 SCALE_CANDIDATES = (0.1, 0.5, 1.0, 5.0, 10.0)
 AMP_MODES = ("none", "bf16", "fp16")

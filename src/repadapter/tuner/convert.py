@@ -29,11 +29,11 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import family_of
 from repadapter.families.factory import create
 from repadapter.tuner.adapter_files import save_adapter
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.inject import inject
 
 _ADAPTER_KEY = re.compile(r"blocks\.(\d+)\.adapter_(attn|mlp)\.conv_([AB])\.(weight|bias)")

@@ -8,11 +8,11 @@ from typing import cast
 
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import Family, SiteSpec, family_of
 from repadapter.families.generic import GENERIC, target_sites
 from repadapter.layers.adapter import RepAdapter
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.hosts import (
     ADAPTER_ATTR,
     CONFIG_KEY,

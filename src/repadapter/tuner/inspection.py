@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.hosts import ADAPTER_ATTR, CONFIG_KEY, MERGED_KEY, adapted_hosts
 
 

@@ -18,10 +18,10 @@ from typing import Any, cast
 
 import torch
 
+from repadapter.config import RepAdapterConfig
 from repadapter.families.factory import create
 from repadapter.layers.adapter import RepAdapter
 from repadapter.tuner.adapter_files import save_adapter
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.inject import inject
 from repadapter.tuner.inspection import count_parameters, perturb_adapters
 from repadapter.tuner.merge import merge, unmerge

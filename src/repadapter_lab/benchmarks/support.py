@@ -23,10 +23,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.errors import RepAdapterError
 from repadapter.families import family_of
 from repadapter.tuner.adapter_files import load_adapter, save_adapter
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.inject import inject
 from repadapter.tuner.inspection import perturb_adapters
 from repadapter.tuner.merge import merge, unmerge

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
+from repadapter.config import RepAdapterConfig
 from repadapter.families.factory import create
 from repadapter.multitask import switch_adapter
 from repadapter.tuner.adapter_files import load_adapter, save_adapter
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.inject import inject
 from repadapter.tuner.inspection import perturb_adapters
 from repadapter.tuner.merge import merge, unload, unmerge

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from repadapter.cli.flags import check_outputs, positive
+from repadapter.config import PLACEMENTS, RepAdapterConfig
 from repadapter.errors import RepAdapterError
-from repadapter.tuner.config import PLACEMENTS, RepAdapterConfig
 from repadapter_lab.benchmarks import support
 from repadapter_lab.benchmarks.exactness import DEFAULT_MODELS
 

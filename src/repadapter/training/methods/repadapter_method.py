@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from repadapter.config import RepAdapterConfig
 from repadapter.training.config import TrainConfig
 from repadapter.training.methods.base import Method
-from repadapter.tuner.config import RepAdapterConfig
 from repadapter.tuner.inject import inject
 from repadapter.tuner.merge import merge
 
