@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
-from repadapter.families import Family, family_of
+from repadapter.families import find_family
 from repadapter.families.base import head_of
 from repadapter.training.config import TrainConfig
 
@@ -45,14 +45,6 @@ def classifier_names(model: nn.Module) -> tuple[str, ...]:
     return heads
 
 
-def family_of_or_none(model: nn.Module) -> Family | None:
-    """The model's registered family, or None for a model of none."""
-    try:
-        return family_of(model)
-    except RepAdapterError:
-        return None
-
-
 def is_under(name: str, prefixes: tuple[str, ...]) -> bool:
     """Whether module or parameter ``name`` is one of ``prefixes`` or inside one."""
     return any(name == p or name.startswith(p + ".") for p in prefixes)
@@ -70,7 +62,7 @@ def block_parts(model: nn.Module) -> dict[str, list[str]]:
     """Where the model's family puts adapters, as the baselines name them: ``"attn"``, the
     attention modules (the hosts of placement "attn"), and ``"mlp"``, the block's other hosts of
     placement "block" (the MLPs). Empty lists for a model without those placements."""
-    family = family_of_or_none(model)
+    family = find_family(model)
 
     def hosts(placement: str) -> list[str]:
         if family is None or placement not in family.placements:

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from repadapter.errors import RepAdapterError
+from repadapter.families import find_family
 from repadapter.families.timm_vit import TIMM_VIT
 from repadapter.training.config import TrainConfig
-from repadapter.training.methods.base import Method, block_parts, family_of_or_none, train_only
+from repadapter.training.methods.base import Method, block_parts, train_only
 
 
 class PromptedBlock(nn.Module):
@@ -35,7 +36,7 @@ class PromptedBlock(nn.Module):
 
 
 def _vpt_deep(model: nn.Module, cfg: TrainConfig, scale: float) -> nn.Module:
-    if family_of_or_none(model) is not TIMM_VIT:
+    if find_family(model) is not TIMM_VIT:
         raise RepAdapterError(
             f"--method vpt-deep prompts timm VisionTransformer token sequences; a {type(model).__name__} "
             "has none: use --method repadapter, lora or ssf"
